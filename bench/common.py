@@ -1,0 +1,36 @@
+"""Shared by the benchmark scripts: where results go and what is recorded with every figure."""
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_name(device):
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def save_result(name, device, figures):
+    """Write bench/results/{name}.json with the figures and how they were made; return the path."""
+    record = {
+        "command": " ".join(shlex.quote(a) for a in ["python"] + sys.argv),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        **figures,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    print(json.dumps(record, indent=2))
+    return path

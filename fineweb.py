@@ -1,0 +1,272 @@
+"""
+Text -> GPT-2 token shards for train_gpt2.py.
+
+    python fineweb.py                                  # FineWeb-Edu sample-10BT -> edu_fineweb10B/ (~10B tokens)
+    python fineweb.py --dataset tinyshakespeare        # downloads input.txt -> data/tinyshakespeare/
+    python fineweb.py --dataset local --input a.txt b.jsonl c.parquet --out data/mine
+
+Every document is tokenized as [<|endoftext|>] + gpt2(text) and the documents are laid end to end into
+shards of --shard-size tokens (uint16 .npy files): {prefix}_val_000000.npy holds the first --val-tokens
+tokens, {prefix}_train_000001.npy, ... the rest. A document runs across a shard boundary when it has to.
+manifest.json beside the shards records where they came from and how far the job got, so a re-run skips
+the shards already written and continues from the next document. A shard is written under a temporary
+name and renamed only when complete, so an interrupted job never leaves a partial shard behind.
+"""
+
+import argparse
+import json
+import os
+import sys
+import urllib.request
+
+import numpy as np
+
+EOT = 50256  # <|endoftext|>
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+HUB_DATASETS = {"fineweb-edu": "HuggingFaceFW/fineweb-edu", "fineweb": "HuggingFaceFW/fineweb"}
+
+
+# -----------------------------------------------------------------------------
+# where the documents come from
+
+
+def download(url, path):
+    """Fetch url to path (through a temporary file, so a failed download leaves nothing behind)."""
+    from tqdm import tqdm
+
+    tmp = path + ".part"
+    with urllib.request.urlopen(url) as r, open(tmp, "wb") as f, tqdm(
+        total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True, desc=path
+    ) as bar:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+            bar.update(len(chunk))
+    os.replace(tmp, path)
+
+
+def load_documents(args):
+    """A `datasets` dataset with one document per row in column args.text_column."""
+    from datasets import load_dataset
+
+    if args.dataset in HUB_DATASETS:
+        return load_dataset(HUB_DATASETS[args.dataset], name=args.remote_name, split="train",
+                            streaming=args.streaming)
+    ext = {os.path.splitext(p)[1] for p in args.input}
+    if len(ext) != 1 or not ext <= {".txt", ".jsonl", ".json", ".parquet"}:
+        raise SystemExit(f"error: --input files must all be .txt, all .jsonl or all .parquet, got {sorted(ext)}")
+    ext = ext.pop()
+    if ext == ".txt":
+        # one document per file, or one per blank-line separated paragraph
+        sample_by = "paragraph" if args.split_paragraphs else "document"
+        return load_dataset("text", data_files=args.input, sample_by=sample_by, keep_linebreaks=True, split="train")
+    ds = load_dataset("parquet" if ext == ".parquet" else "json", data_files=args.input, split="train")
+    if args.text_column not in ds.column_names:
+        raise SystemExit(f"error: {args.input[0]} has no '{args.text_column}' column (columns: "
+                         f"{', '.join(ds.column_names)}); name the text column with --text-column")
+    return ds
+
+
+def source_description(args):
+    """What makes these shards what they are: a re-run must match it to continue the job."""
+    if args.dataset in HUB_DATASETS:
+        source = {"dataset": HUB_DATASETS[args.dataset], "name": args.remote_name}
+    else:
+        source = {"files": [os.path.abspath(p) for p in args.input], "sizes": [os.path.getsize(p) for p in args.input],
+                  "split_paragraphs": args.split_paragraphs, "text_column": args.text_column}
+    return {"source": source, "tokenizer": "gpt2", "dtype": "uint16", "prefix": args.prefix,
+            "shard_size": args.shard_size, "val_tokens": args.val_tokens}
+
+
+# -----------------------------------------------------------------------------
+# writing shards
+
+
+def save_atomic(path, write):
+    """Write a file through a temporary name in the same directory, then rename it into place."""
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Lays token arrays end to end into shards and keeps manifest.json up to date.
+
+    The manifest lists each finished shard with the position just past its last token, as
+    (document index, token offset into that document), which is exactly where a re-run resumes."""
+
+    def __init__(self, out_dir, settings):
+        self.out_dir = out_dir
+        self.settings = settings
+        self.manifest_path = os.path.join(out_dir, "manifest.json")
+        self.shards = []
+        if os.path.exists(self.manifest_path):
+            with open(self.manifest_path) as f:
+                manifest = json.load(f)
+            old = {k: manifest.get(k) for k in settings}
+            if old != settings:
+                changed = [k for k in settings if old[k] != settings[k]]
+                raise SystemExit(f"error: {out_dir} holds shards made with other settings ({', '.join(changed)} "
+                                 f"differ); use another --out or delete {out_dir}")
+            # keep the shards that are still there, in order; anything after a missing one is redone
+            for shard in manifest["shards"]:
+                if not os.path.exists(os.path.join(out_dir, shard["name"])):
+                    break
+                self.shards.append(shard)
+            self.complete = manifest["complete"] and len(self.shards) == len(manifest["shards"])
+        else:
+            os.makedirs(out_dir, exist_ok=True)
+            if any(f.endswith(".npy") for f in os.listdir(out_dir)):
+                raise SystemExit(f"error: {out_dir} already holds .npy files that this tool did not write "
+                                 "(no manifest.json); use another --out")
+            self.complete = False
+        self.resume_doc, self.resume_offset = self.shards[-1]["end"] if self.shards else (0, 0)
+        self.buf = np.empty(self.capacity(), dtype=np.uint16)
+        self.fill = 0
+
+    def capacity(self):
+        return self.settings["val_tokens"] if len(self.shards) == 0 else self.settings["shard_size"]
+
+    def add(self, tokens, doc_starts, first_doc):
+        """tokens: one batch of documents laid end to end (uint16); doc_starts: where each document begins
+        in it (the first may begin before the batch, when resuming mid-document); first_doc: its index."""
+        pos = 0
+        while pos < len(tokens):
+            take = min(len(self.buf) - self.fill, len(tokens) - pos)
+            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == len(self.buf):
+                d = int(np.searchsorted(doc_starts, pos, side="right")) - 1  # the document holding position pos
+                self.write_shard(end=(first_doc + d, pos - int(doc_starts[d])))
+
+    def finish(self, n_docs):
+        if self.fill > 0:
+            self.write_shard(end=(n_docs, 0))
+        self.complete = True
+        self.write_manifest()
+
+    def write_shard(self, end):
+        index = len(self.shards)
+        split = "val" if index == 0 else "train"
+        name = f"{self.settings['prefix']}_{split}_{index:06d}.npy"
+        tokens = self.buf[: self.fill]
+        save_atomic(os.path.join(self.out_dir, name), lambda f: np.save(f, tokens))
+        self.shards.append({"name": name, "tokens": int(self.fill), "end": list(end)})
+        self.write_manifest()
+        self.buf = np.empty(self.capacity(), dtype=np.uint16)
+        self.fill = 0
+
+    def write_manifest(self):
+        manifest = {**self.settings, "eot": EOT, "complete": self.complete, "shards": self.shards}
+        save_atomic(self.manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+
+def tokenize_batch(enc, texts, threads, skip=0):
+    """[<|endoftext|>] + tokens of every text, laid end to end as uint16, and where each document starts.
+    tiktoken encodes the batch on `threads` threads (its Rust core releases the GIL). `skip` drops the
+    first tokens of the first document (resuming in the middle of it)."""
+    docs = enc.encode_ordinary_batch(texts, num_threads=threads)
+    lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
+    flat = np.empty(int(lengths.sum()), dtype=np.uint16)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for start, doc in zip(starts, docs):
+        flat[start] = EOT
+        flat[start + 1 : start + 1 + len(doc)] = doc
+    return flat[skip:], starts - skip
+
+
+def write_shards(args):
+    import tiktoken
+    from tqdm import tqdm
+
+    enc = tiktoken.get_encoding("gpt2")
+    assert enc.n_vocab <= 2**16, "token ids must fit in uint16"
+    writer = ShardWriter(args.out, source_description(args))
+    if writer.complete:
+        print(f"{args.out}: all {len(writer.shards)} shards are already written")
+        return writer.shards
+    ds = load_documents(args)
+    if writer.resume_doc:
+        print(f"resuming after {len(writer.shards)} shards, at document {writer.resume_doc}")
+        ds = ds.skip(writer.resume_doc)
+    doc, skip = writer.resume_doc, writer.resume_offset
+    bar = tqdm(unit="tok", unit_scale=True, desc=f"tokenizing into {args.out}",
+               initial=sum(s["tokens"] for s in writer.shards))
+    for batch in ds.iter(batch_size=args.batch_docs):
+        texts = batch[args.text_column]
+        tokens, starts = tokenize_batch(enc, texts, args.workers, skip)
+        writer.add(tokens, starts, doc)
+        doc += len(texts)
+        skip = 0
+        bar.update(len(tokens))
+    writer.finish(doc)
+    bar.close()
+    print(f"wrote {len(writer.shards)} shards, {sum(s['tokens'] for s in writer.shards):,} tokens, to {args.out}")
+    return writer.shards
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fineweb-edu", choices=["fineweb-edu", "fineweb", "tinyshakespeare", "local"],
+                        help="where the text comes from: a FineWeb sample on the Hugging Face Hub, Tiny Shakespeare, "
+                             "or local files given with --input")
+    parser.add_argument("--remote-name", default="sample-10BT",
+                        help="FineWeb(-Edu) subset: sample-10BT, sample-100BT, sample-350BT, ...")
+    parser.add_argument("--streaming", action="store_true",
+                        help="stream the FineWeb subset instead of downloading it to disk first")
+    parser.add_argument("--input", nargs="+", metavar="PATH",
+                        help="local .txt, .jsonl or .parquet files (for --dataset local); for tinyshakespeare, "
+                             "a copy of input.txt to use instead of downloading it")
+    parser.add_argument("--text-column", default="text", help="column holding the text in .jsonl/.parquet files")
+    parser.add_argument("--split-paragraphs", action="store_true",
+                        help=".txt files: one document per blank-line separated paragraph instead of per file")
+    parser.add_argument("--out", help="output directory (default: edu_fineweb10B/ for FineWeb-Edu sample-10BT, "
+                                      "data/<dataset>/ otherwise)")
+    parser.add_argument("--prefix", help="shard file prefix (default: edufineweb, fineweb, tinyshakespeare or corpus)")
+    parser.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard")
+    parser.add_argument("--val-tokens", type=int,
+                        help="tokens in the val shard, shard 0 (default: --shard-size for FineWeb; about 10%% of the "
+                             "text for local files and Tiny Shakespeare, estimated at 4 bytes per token)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenizer threads")
+    parser.add_argument("--batch-docs", type=int, default=1024, help="documents tokenized together")
+    args = parser.parse_args(argv)
+
+    if args.dataset == "tinyshakespeare" and not args.input:
+        if not os.path.exists("input.txt"):
+            download(TINY_SHAKESPEARE_URL, "input.txt")
+        args.input = ["input.txt"]
+    if args.dataset in ("tinyshakespeare", "local"):
+        if not args.input:
+            parser.error("--dataset local needs --input files")
+        missing = [p for p in args.input if not os.path.isfile(p)]
+        if missing:
+            parser.error(f"input file not found: {missing[0]}")
+    elif args.input:
+        parser.error(f"--input is for --dataset local or tinyshakespeare, not {args.dataset}")
+    if args.out is None:
+        if args.dataset in HUB_DATASETS:
+            size = args.remote_name.removeprefix("sample-").removesuffix("T")
+            args.out = {"fineweb-edu": "edu_fineweb", "fineweb": "fineweb"}[args.dataset] + size
+        else:
+            args.out = os.path.join("data", args.dataset)
+    if args.prefix is None:
+        args.prefix = {"fineweb-edu": "edufineweb", "local": "corpus"}.get(args.dataset, args.dataset)
+    if args.val_tokens is None:
+        if args.dataset in HUB_DATASETS:
+            args.val_tokens = args.shard_size
+        else:
+            args.val_tokens = max(1, sum(os.path.getsize(p) for p in args.input) // 40)
+    if args.shard_size < 1 or args.val_tokens < 1 or args.workers < 1 or args.batch_docs < 1:
+        parser.error("--shard-size, --val-tokens, --workers and --batch-docs must be positive")
+    return args
+
+
+def main(argv=None):
+    write_shards(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

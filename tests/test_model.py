@@ -1,0 +1,176 @@
+"""The model half of train_gpt2.py: GPT-2 exactly (parity with transformers), sampling, presets."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+import train_gpt2 as tg
+from conftest import ROOT
+
+
+def random_hf_model(tmp_path, n_layer, n_head, n_embd, vocab_size, n_positions, seed=0):
+    """A randomly initialised transformers GPT-2, every parameter perturbed (biases and LayerNorms too, which
+    GPT-2's init leaves at 0/1) so that a mis-mapped or un-transposed weight cannot go unnoticed."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size,
+                     n_positions=n_positions, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+SHAPES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024),
+    "other": dict(n_layer=3, n_head=6, n_embd=96, vocab_size=500, n_positions=64),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parity_with_transformers_and_export_round_trip(tmp_path, shape):
+    hf = random_hf_model(tmp_path / "hf", **SHAPES[shape])
+    ours = tg.GPT.from_pretrained(str(tmp_path / "hf")).eval()
+    idx = torch.randint(0, SHAPES[shape]["vocab_size"], (2, 48), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(idx, labels=idx)  # transformers shifts the labels itself
+        logits, loss = ours(idx[:, :-1], targets=idx[:, 1:])
+        assert (logits - ref.logits[:, :-1]).abs().max().item() <= 1e-4
+        assert loss.item() == pytest.approx(ref.loss.item(), abs=1e-5)
+
+        tg.export_hf(ours, tmp_path / "export")
+        back = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+        assert (back(idx).logits - ref.logits).abs().max().item() <= 1e-4
+
+
+def test_export_drops_padded_vocab_rows(tmp_path):
+    torch.manual_seed(0)
+    model = tg.GPT(tg.GPTConfig(block_size=32, vocab_size=tg.PADDED_VOCAB_SIZE, n_layer=1, n_head=2, n_embd=32)).eval()
+    tg.export_hf(model, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert hf.config.vocab_size == tg.GPT2_VOCAB_SIZE
+    idx = torch.randint(0, tg.GPT2_VOCAB_SIZE, (1, 16))
+    with torch.no_grad():
+        ours, _ = model(idx)
+        assert (hf(idx).logits - ours[..., : tg.GPT2_VOCAB_SIZE]).abs().max().item() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small")
+    hf = random_hf_model(path, n_layer=2, n_head=4, n_embd=64, vocab_size=300, n_positions=64, seed=3)
+    return hf, tg.GPT.from_pretrained(str(path)).eval()
+
+
+def recompute_greedy(model, prompt, n):
+    """The lecture's loop: run the whole prefix again for every new token."""
+    x = torch.tensor([prompt])
+    for _ in range(n):
+        logits, _ = model(x)
+        x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x[0].tolist()
+
+
+def test_greedy_kv_cache_equals_recompute_and_transformers(small):
+    hf, ours = small
+    prompts = [[5, 17, 42, 7, 99], [1, 2], [250, 3, 3, 9, 12, 60, 61, 8]]  # ragged batch
+    out = ours.generate(prompts, max_new_tokens=20, temperature=0)
+    for p, o in zip(prompts, out):
+        assert len(o) == len(p) + 20
+        assert o == recompute_greedy(ours, p, 20)
+        ref = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                          do_sample=False, max_new_tokens=20, min_new_tokens=20, pad_token_id=0)
+        assert o == ref[0].tolist()
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(small):
+    _, ours = small
+    def draw(seed, **kw):
+        return ours.generate([[1, 2, 3]] * 2, 30, generator=torch.Generator().manual_seed(seed), **kw)
+    assert draw(0) == draw(0)
+    assert draw(0) != draw(1)
+    assert draw(0)[0] != draw(0)[1]  # rows of one batch are different samples
+    assert draw(5, top_k=40, top_p=0.9) == draw(5, top_k=40, top_p=0.9)
+    greedy = ours.generate([[1, 2, 3]], 30, temperature=0)
+    assert draw(2, top_k=1)[0] == greedy[0]
+    assert draw(2, top_p=1e-6)[0] == greedy[0]
+
+
+def test_stop_token_and_streaming_callback(small):
+    _, ours = small
+    greedy = ours.generate([[1, 2, 3]], 20, temperature=0)[0]
+    stop = greedy[3 + 5]  # the 6th generated token
+    first = greedy.index(stop, 3)
+    streamed = []
+    out = ours.generate([[1, 2, 3]], 20, temperature=0, stop_token=stop, on_token=streamed.append)
+    assert out[0] == greedy[:first]
+    assert [s[0] for s in streamed] == greedy[3 : first + 1]
+
+
+def test_generation_stops_at_block_size(small):
+    _, ours = small
+    out = ours.generate([list(range(60))], 50, temperature=0)
+    assert len(out[0]) == 64
+
+
+def test_parameter_counts_on_meta_device():
+    expected = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
+                "gpt2-xl": 1_557_611_200}
+    for name, count in expected.items():
+        config, _, _ = tg.preset(name, vocab_size=tg.GPT2_VOCAB_SIZE)
+        with torch.device("meta"):
+            model = tg.GPT(config)
+        assert model.num_params() == count
+        assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_presets_carry_paper_settings():
+    config, batch, lr = tg.preset("gpt3-1.3b")
+    assert (config.n_layer, config.n_embd, config.n_head, config.block_size) == (24, 2048, 32, 2048)
+    assert (batch, lr) == (2**20, 2e-4)
+    assert config.vocab_size == 50304
+
+
+def test_gpt2_init():
+    torch.manual_seed(0)
+    model = tg.GPT(tg.preset("gpt2")[0])
+    assert model.transformer.h[0].attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.01)
+    assert model.transformer.h[0].mlp.c_proj.weight.std().item() == pytest.approx(0.02 / 24**0.5, rel=0.01)
+    assert model.transformer.h[0].attn.c_proj.bias.abs().max().item() == 0
+
+
+def test_flops_per_token_and_peaks():
+    config = tg.GPTConfig(block_size=128, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
+    model = tg.GPT(config)
+    n = model.num_params() - model.transformer.wpe.weight.numel()
+    assert tg.flops_per_token(config) == 6 * n + 12 * 2 * 64 * 128
+    assert tg.flops_per_token(config, T=64) == 6 * n + 12 * 2 * 64 * 64
+    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert tg.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert tg.peak_flops("cpu") is None
+
+
+def test_import_does_nothing(tmp_path):
+    code = ("import sys, torch.distributed as dist, train_gpt2; "
+            "assert not dist.is_initialized(); "
+            "assert 'transformers' not in sys.modules and 'datasets' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clear_errors(small, tmp_path):
+    with pytest.raises(ValueError, match="unknown model preset 'gpt5'; known presets: tiny, mini, gpt2"):
+        tg.preset("gpt5")
+    _, ours = small
+    with pytest.raises(ValueError, match="longer than the model's block_size 64"):
+        ours.generate([list(range(65))], 5)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="is not a GPT-2 checkpoint directory"):
+        tg.GPT.from_pretrained(str(tmp_path))

@@ -1,0 +1,463 @@
+"""
+GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture:
+
+    1. the model   GPTConfig, the transformer blocks, GPT, presets, OpenAI weights, sampling
+    2. the data    token shards on disk -> (B, T) batches
+
+Run `python train_gpt2.py --help` for the training flags. Importing this file only defines things.
+"""
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# -----------------------------------------------------------------------------
+# 1. The model
+# -----------------------------------------------------------------------------
+
+EOT_TOKEN = 50256  # GPT-2's <|endoftext|>, which also starts every document in our shards
+GPT2_VOCAB_SIZE = 50257  # the real GPT-2 vocabulary
+PADDED_VOCAB_SIZE = 50304  # rounded up to a multiple of 128: faster matmuls, the extra rows are never targets
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # maximum sequence length (n_ctx)
+    vocab_size: int = PADDED_VOCAB_SIZE
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head = config.n_head
+        self.layer_idx = layer_idx  # which slot of a KVCache this layer writes
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True  # gets the scaled-down init, see GPT._init_weights
+
+    def forward(self, x, cache=None, mask=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is None:
+            # training: flash attention with the causal mask built in
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # sampling: attend over every cached position, hiding those not yet written
+            k, v = cache.update(self.layer_idx, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation of GELU
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True
+
+    def forward(self, x):
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: attention (tokens talk) then MLP (each token thinks)."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, mask=None):
+        x = x + self.attn(self.ln_1(x), cache, mask)  # the residual stream stays a clean sum
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class KVCache:
+    """Keys and values of every layer for positions already seen, so each new token costs one
+    position of compute instead of re-running the whole prefix. Preallocated to `max_len` so that
+    shapes stay static (friendly to torch.compile)."""
+
+    def __init__(self, config, batch_size, max_len, device, dtype):
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # how many positions are filled
+
+    def attn_mask(self, T):
+        """(T, max_len) bool: new query i (at position pos+i) may see cached positions <= pos+i."""
+        max_len = self.k.size(3)
+        if self.pos + T > max_len:
+            raise ValueError(f"KV cache holds {max_len} positions; cannot add {T} after {self.pos}")
+        q_pos = torch.arange(self.pos, self.pos + T, device=self.k.device)
+        return torch.arange(max_len, device=self.k.device)[None, :] <= q_pos[:, None]
+
+    def update(self, layer, k, v):
+        T = k.size(2)
+        self.k[layer, :, :, self.pos : self.pos + T] = k
+        self.v[layer, :, :, self.pos : self.pos + T] = v
+        return self.k[layer], self.v[layer]
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying: the input embedding and the output projection are one matrix (saves 30% of 124M)
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "RESIDUAL_PROJECTION", False):
+                # each block adds twice to the residual stream: keep its variance from growing with depth
+                std *= (2 * self.config.n_layer) ** -0.5
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None, cache=None, last_only=False):
+        """idx: (B, T) token ids. Returns (logits, loss): logits (B, T, vocab_size), or (B, 1, vocab_size)
+        with last_only; loss is the mean cross-entropy against targets (B, T), or None."""
+        B, T = idx.size()
+        start = 0 if cache is None else cache.pos
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
+        mask = None if cache is None else cache.attn_mask(T)
+        for block in self.transformer.h:
+            x = block(x, cache, mask)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, [-1], :]  # sampling only needs the next-token distribution
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def num_params(self, non_embedding=False):
+        """Parameters, counting the tied wte/lm_head matrix once."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel() + self.transformer.wte.weight.numel()
+        return n
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir):
+        """OpenAI GPT-2 weights through transformers: a hub name ("gpt2", "gpt2-medium", "gpt2-large",
+        "gpt2-xl") or a directory written by `save_pretrained` (or by our `export_hf`)."""
+        from transformers import GPT2LMHeadModel
+
+        if os.path.isdir(name_or_dir):
+            config_path = os.path.join(name_or_dir, "config.json")
+            model_type = None
+            if os.path.isfile(config_path):
+                with open(config_path) as f:
+                    model_type = json.load(f).get("model_type")
+            if model_type != "gpt2":
+                raise ValueError(
+                    f"{name_or_dir} is not a GPT-2 checkpoint directory: expected a config.json with "
+                    f'"model_type": "gpt2" (write one with save_pretrained or export_hf)'
+                )
+        hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
+        hc = hf.config
+        config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size,
+                           n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd)
+        model = cls(config)
+        sd = model.state_dict()
+        sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        if set(sd_hf) != set(sd):
+            raise ValueError(f"{name_or_dir}: parameter names differ from GPT-2's: {sorted(set(sd_hf) ^ set(sd))[:5]}")
+        with torch.no_grad():
+            for k, v in sd_hf.items():
+                # OpenAI's checkpoints use Conv1D, whose weight is the transpose of nn.Linear's
+                sd[k].copy_(v.t() if k.endswith(CONV1D_WEIGHTS) else v)
+        return model
+
+    @torch.no_grad()
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 stop_token=None, generator=None, on_token=None):
+        """Continue each prompt (a list of token-id lists, lengths may differ) with up to max_new_tokens
+        tokens. temperature 0 is greedy decoding; top_k / top_p filter the distribution; sampling draws
+        from `generator` (a seeded torch.Generator on the model's device) for reproducible samples.
+        A row stops early at `stop_token` (which is not returned). `on_token(tokens)` is called after every
+        step with one entry per row: the new token id, or None where the row is still reading its prompt
+        or has stopped. Returns a list of token lists, prompt included. Generation ends at block_size."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        lens = [len(p) for p in prompts]
+        if max(lens) > self.config.block_size:
+            raise ValueError(f"prompt of {max(lens)} tokens is longer than the model's block_size "
+                             f"{self.config.block_size}; shorten the prompt")
+        device = self.lm_head.weight.device
+        B, total = len(prompts), min(max(lens) + max_new_tokens, self.config.block_size)
+        # one row per prompt: prompt tokens first, then the tokens we sample
+        tokens = torch.zeros((B, total), dtype=torch.long, device=device)
+        is_prompt = torch.zeros((B, total), dtype=torch.bool, device=device)
+        for i, p in enumerate(prompts):
+            tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+            is_prompt[i, : len(p)] = True
+        stopped = torch.zeros(B, dtype=torch.bool, device=device)
+        cache = KVCache(self.config, B, total, device, self.lm_head.weight.dtype)
+        start = min(lens)
+        logits, _ = self(tokens[:, :start], cache=cache, last_only=True)  # "prefill" the shared prefix
+        end = start
+        for pos in range(start, total):
+            nxt = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            # rows with longer prompts keep reading their prompt instead of sampling
+            nxt = torch.where(is_prompt[:, pos], tokens[:, pos], nxt)
+            tokens[:, pos] = nxt
+            new = ~is_prompt[:, pos] & ~stopped
+            end = pos + 1
+            if on_token is not None:
+                on_token([t if n else None for t, n in zip(nxt.tolist(), new.tolist())])
+            if stop_token is not None:
+                stopped |= new & (nxt == stop_token)
+                if stopped.all():
+                    break
+            if end < total:
+                logits, _ = self(nxt[:, None], cache=cache, last_only=True)
+        out = []
+        for i, p in enumerate(prompts):
+            row = tokens[i, : min(end, len(p) + max_new_tokens)].tolist()
+            gen = row[len(p):]
+            if stop_token is not None and stop_token in gen:
+                gen = gen[: gen.index(stop_token)]
+            out.append(list(p) + gen)
+        return out
+
+
+# Conv1D layers in OpenAI's checkpoints (their weights are stored transposed)
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """logits: (B, vocab) -> (B,) next token ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        # nucleus: keep the smallest set of tokens whose probability adds up to top_p
+        sorted_logits, order = torch.sort(logits, descending=True)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token is always kept
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+# Named model sizes. GPT-2 from the GPT-2 paper; GPT-3 from Table 2.1 of the GPT-3 paper ("Language Models
+# are Few-Shot Learners"), with its batch size (in tokens) and learning rate as training defaults.
+# The tiny presets train usefully on a laptop CPU.
+#                 n_layer n_head n_embd block_size batch_tokens max_lr
+PRESETS = {
+    "tiny":          (4,     4,    128,   256,       16_384,     1e-3),
+    "mini":          (6,     6,    384,   256,       32_768,     1e-3),
+    "gpt2":          (12,    12,   768,   1024,     524_288,     6e-4),
+    "gpt2-medium":   (24,    16,   1024,  1024,     524_288,     3e-4),
+    "gpt2-large":    (36,    20,   1280,  1024,     524_288,     2.5e-4),
+    "gpt2-xl":       (48,    25,   1600,  1024,     524_288,     2e-4),
+    "gpt3-125m":     (12,    12,   768,   2048,     524_288,     6e-4),   # paper: 0.5M tokens
+    "gpt3-350m":     (24,    16,   1024,  2048,     524_288,     3e-4),
+    "gpt3-760m":     (24,    16,   1536,  2048,     524_288,     2.5e-4),
+    "gpt3-1.3b":     (24,    32,   2048,  2048,   1_048_576,     2e-4),   # 1M
+    "gpt3-2.7b":     (32,    32,   2560,  2048,   1_048_576,     1.6e-4),
+    "gpt3-6.7b":     (32,    32,   4096,  2048,   2_097_152,     1.2e-4), # 2M
+    "gpt3-13b":      (40,    40,   5120,  2048,   2_097_152,     1e-4),   # the table's 5140 is a typo: 40 x 128
+    "gpt3-175b":     (96,    96,   12288, 2048,   3_145_728,     6e-5),   # 3.2M, rounded to 1536 x 2048
+}
+
+
+def preset(name, vocab_size=PADDED_VOCAB_SIZE):
+    """Returns (GPTConfig, batch_tokens, max_lr) for a preset name."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset '{name}'; known presets: {', '.join(PRESETS)}")
+    n_layer, n_head, n_embd, block_size, batch_tokens, max_lr = PRESETS[name]
+    config = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    return config, batch_tokens, max_lr
+
+
+def export_hf(model, out_dir):
+    """Write a Hugging Face GPT-2 directory (config.json + model.safetensors) that
+    transformers.AutoModelForCausalLM.from_pretrained(out_dir) loads. Padded vocab rows are dropped."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    vocab = min(c.vocab_size, GPT2_VOCAB_SIZE)
+    hc = GPT2Config(vocab_size=vocab, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                    n_head=c.n_head, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                    attn_pdrop=0.0, layer_norm_epsilon=1e-5, bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN,
+                    tie_word_embeddings=True)
+    sd = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().float().cpu()
+        if k.endswith(CONV1D_WEIGHTS):
+            v = v.t()
+        if k in ("transformer.wte.weight", "lm_head.weight"):
+            v = v[:vocab]
+        sd[k] = v.contiguous()
+    hf = GPT2LMHeadModel(hc)
+    hf.load_state_dict(sd, strict=False)  # strict=False: some transformers versions keep attn.bias buffers
+    hf.save_pretrained(out_dir)
+
+
+# Throughput accounting. Forward + backward of a dense transformer costs about 6 FLOPs per parameter per
+# token, plus the attention scores 12 * n_layer * n_head * head_dim * T (PaLM paper, appendix B).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
+
+
+def flops_per_token(config, T=None):
+    """Training FLOPs per token at sequence length T (default block_size): 6N + 12*L*H*Q*T, where N
+    excludes the position embeddings (a lookup, not a matmul)."""
+    C, L, T = config.n_embd, config.n_layer, T or config.block_size
+    n = config.vocab_size * C + L * (12 * C * C + 13 * C) + 2 * C  # wte(=lm_head) + blocks + ln_f
+    return 6 * n + 12 * L * C * T
+
+
+def peak_flops(device_name):
+    """Peak dense bf16 FLOP/s for a GPU name such as 'NVIDIA H100 80GB HBM3', or None if unknown (CPU)."""
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
+
+
+# -----------------------------------------------------------------------------
+# 2. The data
+# -----------------------------------------------------------------------------
+
+MAKE_SHARDS_HINT = ("make them with `python fineweb.py` (FineWeb-Edu) or `python fineweb.py --dataset tinyshakespeare` "
+                    "and pass that directory with --data-dir")
+
+
+def find_shards(data_dir, split):
+    """Shard files {prefix}_{split}_{index:06d}.npy in data_dir, in index order."""
+    pattern = re.compile(rf"^.+_{split}_(\d{{6}})\.npy$")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data directory {data_dir} does not exist; {MAKE_SHARDS_HINT}")
+    shards = sorted((f for f in os.listdir(data_dir) if pattern.match(f)), key=lambda f: pattern.match(f).group(1))
+    if not shards:
+        raise FileNotFoundError(f"no {split} shards (*_{split}_NNNNNN.npy) in {data_dir}; {MAKE_SHARDS_HINT}")
+    return [os.path.join(data_dir, f) for f in shards]
+
+
+def open_shard(path):
+    """Memory-map a uint16 token shard: pages are read from disk only when a batch touches them."""
+    try:
+        tokens = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"shard {path} is empty or truncated ({e}); delete it and re-run fineweb.py") from None
+    if tokens.dtype != np.uint16 or tokens.ndim != 1:
+        raise ValueError(f"shard {path} holds {tokens.dtype} with shape {tokens.shape}; expected a 1-D uint16 "
+                         "array of token ids (re-make it with fineweb.py)")
+    return tokens
+
+
+class DataLoader:
+    """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size.
+
+    Each shard is cut into chunks of B*T tokens (+1 for the last target). Chunks are dealt out in rounds:
+    in round r, rank k reads chunk r*world_size + k, so ranks never overlap and together cover the shard
+    (all but a tail shorter than one round). One pass over all shards is an epoch. With shuffle, the shard
+    order and the chunk order are permuted every epoch by a generator seeded with (seed, epoch), the same on
+    every rank. Without it, the order is the lecture's: shard after shard, front to back."""
+
+    def __init__(self, data_dir, B, T, split, rank=0, world_size=1, shuffle=False, seed=0, vocab_size=None):
+        self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
+        self.shuffle, self.seed, self.vocab_size = shuffle, seed, vocab_size
+        self.paths = find_shards(data_dir, split)
+        self.rounds = []  # full rounds of chunks in each shard
+        for path in self.paths:
+            n = len(open_shard(path))
+            rounds = (n - 1) // (B * T * world_size)
+            if rounds == 0:
+                raise ValueError(f"shard {path} has {n:,} tokens, fewer than one batch on every rank needs "
+                                 f"(B*T*world_size + 1 = {B * T * world_size + 1:,}); lower B or T")
+            self.rounds.append(rounds)
+        self.reset()
+
+    def reset(self):
+        self.load_state_dict({"epoch": 0, "shard": 0, "round": 0})
+
+    def state_dict(self):
+        """Where the next batch comes from: enough to continue a run exactly."""
+        return {"epoch": self.epoch, "shard": self.shard, "round": self.round,
+                "B": self.B, "T": self.T, "world_size": self.world_size, "shuffle": self.shuffle, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        for key in ("B", "T", "world_size", "shuffle", "seed"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"data loader state was saved with {key}={state[key]}, this run has "
+                                 f"{key}={getattr(self, key)}; resume with the same setting")
+        self.epoch, self.shard, self.round = state["epoch"], state["shard"], state["round"]
+        self._plan_epoch()
+        self._open_current_shard()
+
+    def _plan_epoch(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.shard_order = rng.permutation(len(self.paths)) if self.shuffle else np.arange(len(self.paths))
+
+    def _open_current_shard(self):
+        i = int(self.shard_order[self.shard])
+        self.tokens = open_shard(self.paths[i])
+        n_chunks = self.rounds[i] * self.world_size
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        self.chunk_order = rng.permutation(n_chunks) if self.shuffle else np.arange(n_chunks)
+
+    def next_batch(self):
+        B, T = self.B, self.T
+        chunk = int(self.chunk_order[self.round * self.world_size + self.rank])
+        buf = self.tokens[chunk * B * T : (chunk + 1) * B * T + 1]
+        if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
+            raise ValueError(f"shard {self.paths[self.shard_order[self.shard]]} holds token id {int(buf.max())}, "
+                             f"outside the model's vocabulary of {self.vocab_size}")
+        buf = torch.from_numpy(buf.astype(np.int64))  # uint16 on disk -> int64 for the embedding lookup
+        x = buf[:-1].view(B, T)  # inputs
+        y = buf[1:].view(B, T)  # targets: the next token at every position
+        # advance: next round, next shard, next epoch
+        self.round += 1
+        if self.round == self.rounds[self.shard_order[self.shard]]:
+            self.round, self.shard = 0, self.shard + 1
+            if self.shard == len(self.paths):
+                self.epoch, self.shard = self.epoch + 1, 0
+                self._plan_epoch()
+            self._open_current_shard()
+        return x, y
