@@ -21,7 +21,7 @@ import urllib.request
 
 import numpy as np
 
-EOT = 50256  # <|endoftext|>
+from train_gpt2 import EOT_TOKEN as EOT, gpt2_tokenizer
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 HUB_DATASETS = {"fineweb-edu": "HuggingFaceFW/fineweb-edu", "fineweb": "HuggingFaceFW/fineweb"}
 
@@ -179,10 +179,9 @@ def tokenize_batch(enc, texts, threads, skip=0):
 
 
 def write_shards(args):
-    import tiktoken
     from tqdm import tqdm
 
-    enc = tiktoken.get_encoding("gpt2")
+    enc = gpt2_tokenizer()
     assert enc.n_vocab <= 2**16, "token ids must fit in uint16"
     writer = ShardWriter(args.out, source_description(args))
     if writer.complete:
@@ -265,7 +264,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    write_shards(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        write_shards(args)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

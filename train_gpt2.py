@@ -1,22 +1,36 @@
 """
 GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture:
 
-    1. the model   GPTConfig, the transformer blocks, GPT, presets, OpenAI weights, sampling
-    2. the data    token shards on disk -> (B, T) batches
+    1. the model     GPTConfig, the transformer blocks, GPT, presets, OpenAI weights, sampling
+    2. the data      token shards on disk -> (B, T) batches
+    3. training      AdamW, the LR schedule, DDP / FSDP, checkpoints, the loop
+    4. command line  every knob, with defaults that reproduce the GPT-2 124M run on 10B FineWeb-Edu tokens
 
 Run `python train_gpt2.py --help` for the training flags. Importing this file only defines things.
 """
 
+import argparse
 import json
 import math
 import os
+import pickle
 import re
+import signal
+import sys
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import tiktoken
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 # -----------------------------------------------------------------------------
 # 1. The model
@@ -266,6 +280,15 @@ class GPT(nn.Module):
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+def gpt2_tokenizer():
+    """tiktoken's GPT-2 BPE. It downloads two files on first use; offline machines point TIKTOKEN_CACHE_DIR at a copy."""
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:
+        raise FileNotFoundError(f"could not load the GPT-2 tokenizer ({type(e).__name__}); offline, set TIKTOKEN_CACHE_DIR "
+                           "to a folder holding tiktoken's cached GPT-2 files (see README)") from None
+
+
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """logits: (B, vocab) -> (B,) next token ids."""
     if temperature == 0:
@@ -461,3 +484,387 @@ class DataLoader:
                 self._plan_epoch()
             self._open_current_shard()
         return x, y
+
+
+# -----------------------------------------------------------------------------
+# 3. Training
+# -----------------------------------------------------------------------------
+
+
+def get_lr(step, warmup_steps, max_steps, max_lr, min_lr):
+    """GPT-3's schedule: linear warmup to max_lr, then cosine decay to min_lr at max_steps."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (max_steps - warmup_steps)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def configure_optimizer(model, weight_decay, lr, device_type):
+    """AdamW with GPT-3's betas. Weight decay only on 2-D tensors (matmul weights, embeddings); biases and
+    LayerNorm gains are left alone. The fused kernel does the whole update in one launch where supported."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device_type in ("cuda", "cpu"))
+
+
+def autodetect_device():
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def setup_distributed(device):
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a single process.
+    Returns (rank, world_size, device): one GPU per process, nccl between GPUs, gloo between CPU processes."""
+    if "RANK" not in os.environ:
+        return 0, 1, device or autodetect_device()
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    device = device or autodetect_device()
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return rank, world_size, device
+
+
+# Checkpoints: one file per step, ckpt_{step:06d}.pt, holding only tensors, numbers, strings, lists and dicts, so
+# that torch.load(weights_only=True) reads it without running any code from the file.
+
+def checkpoint_paths(out_dir):
+    """The checkpoints in out_dir, oldest first."""
+    if not os.path.isdir(out_dir):
+        return []
+    return [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir)) if re.fullmatch(r"ckpt_\d{6}\.pt", f)]
+
+
+def load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"refusing to load {path}: it holds objects other than tensors and plain data, which "
+                         f"could run code when unpickled ({str(e).splitlines()[0]})") from None
+
+
+def load_model(name_or_path):
+    """Every reader's way to a model: one of our checkpoint files, a run directory (its latest checkpoint),
+    a Hugging Face GPT-2 directory, or an OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl)."""
+    path = name_or_path
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+        ckpts = checkpoint_paths(path)
+        if not ckpts:
+            raise ValueError(f"{path} holds neither checkpoints (ckpt_*.pt) nor a Hugging Face config.json")
+        path = ckpts[-1]
+    if os.path.isfile(path):
+        ckpt = load_checkpoint(path)
+        model = GPT(GPTConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+        return model
+    return GPT.from_pretrained(path)
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGINT (preemption, a SLURM time limit, Ctrl-C) into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        self.requested = True
+
+
+def train(args):
+    rank, world_size, device = setup_distributed(args.device)
+    device_type = device.split(":")[0]
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+
+    # the model: a preset with fresh weights, or weights to start from
+    ckpt = None
+    if args.resume:
+        ckpts = checkpoint_paths(args.out_dir)
+        if not ckpts:
+            raise ValueError(f"--resume: no checkpoint (ckpt_*.pt) in {args.out_dir}; start without --resume")
+        ckpt = load_checkpoint(ckpts[-1])
+        config = GPTConfig(**ckpt["config"])
+        if args.init_from is None and config != preset(args.model)[0]:
+            raise ValueError(f"{ckpts[-1]} is a checkpoint of another model ({config}); resume with the --model "
+                             f"that wrote it, not '{args.model}'")
+        model = GPT(config)
+        model.load_state_dict(ckpt["model"])
+        log(f"resuming from {ckpts[-1]} at step {ckpt['step']}")
+    elif args.init_from:
+        model = load_model(args.init_from)
+        config = model.config
+    else:
+        if checkpoint_paths(args.out_dir):
+            raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
+                             "or choose another --out-dir")
+        config = preset(args.model)[0]
+        model = GPT(config)
+
+    # the batch: total_batch_size tokens per optimizer step, in micro-batches of B x T on each rank
+    B, T = args.batch_size, args.seq_len or config.block_size
+    if T > config.block_size:
+        raise ValueError(f"--seq-len {T} is longer than the model's block_size {config.block_size}")
+    if args.total_batch_size % (B * T * world_size):
+        raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
+                         f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
+    grad_accum_steps = args.total_batch_size // (B * T * world_size)
+    log(f"total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x {grad_accum_steps} "
+        f"accumulation steps")
+    train_loader = DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, config.vocab_size)
+    val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=config.vocab_size)
+
+    # distribute: DDP keeps a full copy per rank and averages gradients; FSDP shards parameters, gradients and
+    # optimizer state across ranks, one transformer block at a time
+    model.to(device)
+    raw_model = model  # the unwrapped module: for checkpoints, sampling and HellaSwag
+    if args.fsdp:
+        if world_size == 1:
+            raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N, N > 1")
+        for block in model.transformer.h:
+            fully_shard(block)
+        fully_shard(model)
+    elif world_size > 1:
+        model = DDP(model, device_ids=[device] if device_type == "cuda" else None)
+    optimizer = configure_optimizer(raw_model, args.weight_decay, args.max_lr, device_type)
+    start_step = 0
+    if ckpt is not None:
+        set_optimizer_state_dict(raw_model, optimizer, ckpt["optimizer"], options=StateDictOptions(full_state_dict=True))
+        train_loader.load_state_dict(ckpt["train_loader"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        start_step = ckpt["step"]
+    train_model = torch.compile(model) if args.compile else model
+    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+
+    flops = flops_per_token(config, T)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
+    os.makedirs(args.out_dir, exist_ok=True)
+    log_file = open(os.path.join(args.out_dir, "log.txt"), "a") if master else None  # append: never lose a run's history
+    stop = StopRequest()
+    val_loss = ckpt.get("val_loss") if ckpt else None
+    end_step = min(args.max_steps, args.stop_at or args.max_steps)
+
+    def write_log(line):
+        if master:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+    def all_reduce_mean(x):
+        if world_size > 1:
+            dist.all_reduce(x, op=dist.ReduceOp.SUM)  # gloo has no AVG
+            x /= world_size
+        return x
+
+    def evaluate(step):
+        nonlocal val_loss
+        train_model.eval()
+        val_loader.reset()  # the same val batches every time
+        total = torch.zeros((), device=device)
+        with torch.no_grad():
+            for _ in range(args.eval_steps):
+                x, y = val_loader.next_batch()
+                with autocast:
+                    _, loss = train_model(x.to(device), y.to(device))
+                total += loss / args.eval_steps
+        val_loss = all_reduce_mean(total).item()
+        train_model.train()
+        log(f"step {step:5d} | val loss {val_loss:.4f}")
+        write_log(f"{step} val {val_loss:.4f}")
+
+    def print_samples(step):
+        raw_model.eval()
+        enc = gpt2_tokenizer()
+        tokens = enc.encode(args.sample_prompt)
+        generator = torch.Generator(device).manual_seed(42 + rank)  # each rank writes different samples
+        with autocast:
+            out = raw_model.generate([tokens] * args.num_samples, args.sample_tokens, top_k=50, generator=generator)
+        for i, row in enumerate(out):
+            print(f"rank {rank} sample {i} (step {step}): {enc.decode(row)}")
+        raw_model.train()
+
+    def save_checkpoint(step):
+        # FSDP: gather the full (unsharded) weights and optimizer state; every rank takes part, rank 0 writes
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = {
+            "model": get_model_state_dict(raw_model, options=options),
+            "optimizer": get_optimizer_state_dict(raw_model, optimizer, options=options),
+            "config": asdict(config), "step": step, "args": vars(args), "val_loss": val_loss,
+            "train_loader": train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()},
+        }
+        if master:
+            state["model"]["lm_head.weight"] = state["model"]["transformer.wte.weight"]  # tied: store it once
+            path = os.path.join(args.out_dir, f"ckpt_{step:06d}.pt")
+            tmp = path + ".tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, path)  # a checkpoint is either whole or absent
+            for old in checkpoint_paths(args.out_dir)[: -args.keep_checkpoints]:
+                os.remove(old)
+            log(f"saved {path}")
+
+    for step in range(start_step, end_step):
+        if args.eval_interval and step % args.eval_interval == 0:
+            evaluate(step)
+        if args.sample_interval and step % args.sample_interval == 0 and step > 0:
+            print_samples(step)
+
+        # one optimizer step over grad_accum_steps micro-batches
+        t0 = time.time()
+        train_model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_accum = torch.zeros((), device=device)
+        for micro_step in range(grad_accum_steps):
+            x, y = train_loader.next_batch()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # average gradients across ranks only after the last micro-batch, not after every one
+            sync = micro_step == grad_accum_steps - 1
+            if args.fsdp:
+                raw_model.set_requires_gradient_sync(sync)
+            elif world_size > 1:
+                model.require_backward_grad_sync = sync
+            with autocast:
+                _, loss = train_model(x, y)
+            loss = loss / grad_accum_steps  # the step's loss is the mean over all micro-batches, not their sum
+            loss_accum += loss.detach()
+            loss.backward()
+        # one all-reduce carries the loss for logging and whether any rank was asked to stop
+        stats = all_reduce_mean(torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)]))
+        loss_value, stop_now = stats[0].item(), stats[1].item() > 0
+        if not math.isfinite(loss_value):
+            last = checkpoint_paths(args.out_dir)
+            raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
+                                     f"checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check the data")
+        norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.grad_clip)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.time() - t0
+        tokens_per_sec = grad_accum_steps * B * T * world_size / dt
+        achieved = flops * tokens_per_sec / world_size  # per device
+        speed = f"mfu {achieved / peak:.1%}" if peak else f"{achieved / 1e12:.3f} TFLOP/s"
+        log(f"step {step:5d} | loss {loss_value:.6f} | lr {lr:.4e} | norm {norm.item():.4f} | dt {dt * 1000:.0f}ms | "
+            f"tok/sec {tokens_per_sec:,.0f} | {speed}")
+        write_log(f"{step} train {loss_value:.6f}")
+
+        done = step + 1
+        if stop_now or done == end_step or (args.checkpoint_interval and done % args.checkpoint_interval == 0):
+            if done == args.max_steps:
+                if args.eval_interval:
+                    evaluate(done)  # the final model's val loss
+                if args.sample_interval:
+                    print_samples(done)
+            save_checkpoint(done)
+        if stop_now:
+            log(f"stopped by a signal after step {step}; continue with --resume")
+            break
+    if log_file:
+        log_file.close()
+
+
+# -----------------------------------------------------------------------------
+# 4. Command line
+# -----------------------------------------------------------------------------
+
+# --quickstart: the tiny preset on Tiny Shakespeare, a couple of minutes on a laptop CPU. It only changes
+# defaults; any flag given on the command line still wins.
+QUICKSTART = dict(model="tiny", data_dir="data/tinyshakespeare", out_dir="runs/quickstart", batch_size=8,
+                  seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10, max_lr=3e-3,
+                  eval_interval=25, eval_steps=4, sample_interval=50, num_samples=2, sample_tokens=48,
+                  checkpoint_interval=50, sample_prompt="ROMEO:")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train GPT-2 (or a GPT-3-sized model) from scratch. Defaults reproduce "
+                                "the GPT-2 124M run: 19,073 steps of 524,288 FineWeb-Edu tokens. "
+                                "Several GPUs: torchrun --standalone --nproc_per_node=8 train_gpt2.py ...")
+    p.add_argument("--quickstart", action="store_true",
+                   help="CPU quick start: the tiny preset on Tiny Shakespeare (data/tinyshakespeare, made by "
+                        "`python fineweb.py --dataset tinyshakespeare`) for a couple of minutes")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="gpt2", help=f"model preset: {', '.join(PRESETS)}")
+    m.add_argument("--init-from", help="start from these weights instead: an OpenAI model name (gpt2, gpt2-xl, ...), "
+                                       "a Hugging Face GPT-2 directory, a checkpoint file or a run directory")
+    d = p.add_argument_group("data")
+    d.add_argument("--data-dir", default="edu_fineweb10B", help="directory of token shards made by fineweb.py")
+    d.add_argument("--shuffle", action="store_true", help="permute shard and chunk order every epoch (seeded)")
+    o = p.add_argument_group("optimization")
+    o.add_argument("--total-batch-size", type=int, help="tokens per optimizer step (default: the preset's; 524,288 "
+                                                        "for gpt2); reached by gradient accumulation")
+    o.add_argument("-B", "--batch-size", type=int, default=64, help="micro-batch: sequences per forward pass per rank")
+    o.add_argument("-T", "--seq-len", type=int, help="sequence length (default: the model's block_size)")
+    o.add_argument("--max-steps", type=int, default=19073, help="optimizer steps (19,073 x 524,288 = 10B tokens)")
+    o.add_argument("--warmup-steps", type=int, default=715, help="linear LR warmup steps")
+    o.add_argument("--max-lr", type=float, help="peak learning rate (default: the preset's; 6e-4 for gpt2)")
+    o.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default: max-lr / 10)")
+    o.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on 2-D parameters")
+    o.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this")
+    r = p.add_argument_group("evaluation, samples and checkpoints (an interval of 0 turns it off)")
+    r.add_argument("--eval-interval", type=int, default=250, help="steps between val loss evaluations")
+    r.add_argument("--eval-steps", type=int, default=20, help="val micro-batches per evaluation")
+    r.add_argument("--sample-interval", type=int, default=250, help="steps between printed samples")
+    r.add_argument("--sample-prompt", default="Hello, I'm a language model,", help="prompt for the samples")
+    r.add_argument("--num-samples", type=int, default=4, help="samples per rank")
+    r.add_argument("--sample-tokens", type=int, default=32, help="new tokens per sample")
+    r.add_argument("--checkpoint-interval", type=int, default=5000,
+                   help="steps between checkpoints (one is always written at the end and on SIGTERM/SIGINT)")
+    r.add_argument("--keep-checkpoints", type=int, default=3, help="keep only the newest K checkpoints")
+    r.add_argument("--out-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
+    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out-dir")
+    r.add_argument("--stop-at", type=int,
+                   help="end this invocation after this step with a checkpoint (the LR schedule still runs to "
+                        "--max-steps); split a run into jobs and continue with --resume")
+    s = p.add_argument_group("system")
+    s.add_argument("--seed", type=int, default=1337, help="seed for the initial weights and data shuffling")
+    s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
+    s.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                   help="autocast dtype for forward passes (auto: bfloat16 on cuda, float32 elsewhere)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
+    s.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (one shard per rank) instead of DDP")
+
+    pre, _ = p.parse_known_args(argv)
+    if pre.quickstart:
+        p.set_defaults(**QUICKSTART)
+    args = p.parse_args(argv)
+    if args.model not in PRESETS:
+        p.error(f"unknown model preset '{args.model}'; known presets: {', '.join(PRESETS)}")
+    _, batch_tokens, max_lr = preset(args.model)
+    args.total_batch_size = args.total_batch_size or batch_tokens
+    args.max_lr = args.max_lr or max_lr
+    args.min_lr = args.max_lr / 10 if args.min_lr is None else args.min_lr
+    for name in ("batch_size", "max_steps", "total_batch_size", "eval_steps", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The training loop, end to end through the command line, on Tiny Shakespeare shards."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import fineweb
+import train_gpt2 as tg
+from conftest import ROOT, SHARED
+
+TRAIN = str(ROOT / "train_gpt2.py")
+# a tiny model on tiny batches: every step takes a fraction of a second on CPU
+SMALL = ["--model", "tiny", "-B", "2", "-T", "32", "--total-batch-size", "256", "--warmup-steps", "2",
+         "--max-lr", "1e-3", "--eval-steps", "2", "--sample-interval", "0", "--checkpoint-interval", "0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "ts"
+    fineweb.main(["--dataset", "tinyshakespeare", "--input", str(SHARED / "data" / "tinyshakespeare.txt"),
+                  "--out", str(out)])
+    return str(out)
+
+
+def command(nproc):
+    if nproc == 1:
+        return [sys.executable, TRAIN]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN]
+
+
+def train(data, out_dir, *args, nproc=1, check=True):
+    r = subprocess.run(command(nproc) + ["--data-dir", data, "--out-dir", str(out_dir), *SMALL, *map(str, args)],
+                       capture_output=True, text=True, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def read_log(out_dir, kind):
+    """{step: value} for one kind of line in log.txt; a repeated step keeps its later value."""
+    series = {}
+    for line in (out_dir / "log.txt").read_text().splitlines():
+        step, k, value = line.split()
+        if k == kind:
+            series[int(step)] = float(value)
+    return series
+
+
+def final_state(out_dir):
+    return tg.load_checkpoint(tg.checkpoint_paths(str(out_dir))[-1])
+
+
+def assert_same_tensors(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert (a[k] - b[k]).abs().max().item() <= atol, k
+
+
+def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
+    train(data, tmp_path, "--max-steps", 40, "--max-lr", "3e-3", "--eval-interval", 20, "-B", 8,
+          "--total-batch-size", 512, "--sample-interval", 40, "--num-samples", 1)
+    losses = read_log(tmp_path, "train")
+    assert sorted(losses) == list(range(40))
+    assert losses[0] > 10.5  # log(50257) = 10.8 at initialisation
+    assert sum(losses[i] for i in range(35, 40)) / 5 < 7.5
+    val = read_log(tmp_path, "val")
+    assert sorted(val) == [0, 20, 40] and val[40] < val[0] - 3
+
+
+def test_exact_resume_after_stop_at(data, tmp_path):
+    train(data, tmp_path / "straight", "--max-steps", 8, "--eval-interval", 4)
+    train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--stop-at", 4)
+    assert tg.checkpoint_paths(str(tmp_path / "split"))[-1].endswith("ckpt_000004.pt")
+    r = train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--resume")
+    assert "resuming from" in r.stdout
+    for kind in ("train", "val"):  # every logged loss identical to the last digit
+        assert read_log(tmp_path / "split", kind) == read_log(tmp_path / "straight", kind)
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    assert_same_tensors(a["model"], b["model"])
+    assert a["step"] == b["step"] == 8
+    for p in a["optimizer"]["state"]:
+        assert_same_tensors(a["optimizer"]["state"][p], b["optimizer"]["state"][p])
+    lines = (tmp_path / "split" / "log.txt").read_text().splitlines()
+    assert lines.count("0 train " + f"{read_log(tmp_path / 'straight', 'train')[0]:.6f}") == 1  # appended, not truncated
+
+
+def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path):
+    args = ["--max-steps", 14, "--eval-interval", 0, "-B", 4, "--total-batch-size", 512]
+    train(data, tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(1) + ["--data-dir", data, "--out-dir", str(out), *SMALL, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = out / "log.txt"
+        if log.exists() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "stopped by a signal" in stdout
+    stopped_at = final_state(out)["step"]
+    assert 5 <= stopped_at < 14
+    train(data, out, *args, "--resume")
+    assert read_log(out, "train") == read_log(tmp_path / "straight", "train")
+    assert_same_tensors(final_state(out)["model"], final_state(tmp_path / "straight")["model"])
+
+
+def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(data, tmp_path):
+    # 256 tokens per step: 2 ranks x 2 micro-batches of 2 x 32, or 1 rank x 4 micro-batches
+    r = train(data, tmp_path / "ddp", "--max-steps", 3, "--eval-interval", 3, nproc=2)
+    assert "2 ranks x 2 accumulation steps" in r.stdout
+    r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
+    assert "1 ranks x 4 accumulation steps" in r.stdout
+    assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
+    ddp_losses, single_losses = read_log(tmp_path / "ddp", "train"), read_log(tmp_path / "single", "train")
+    assert all(abs(ddp_losses[s] - single_losses[s]) < 1e-5 for s in range(3))
+
+
+def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
+    train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", nproc=2)
+    ckpt = final_state(tmp_path)
+    losses = read_log(tmp_path, "train")
+    assert losses[2] < losses[0]
+    # one process, the raw model: the same val loss on the same val batches as the two FSDP ranks together
+    model = tg.load_model(str(tmp_path)).eval()
+    total = 0.0
+    for rank in range(2):
+        loader = tg.DataLoader(data, 2, 32, "val", rank=rank, world_size=2)
+        for _ in range(2):
+            with torch.no_grad():
+                total += model(*loader.next_batch())[1].item() / 4
+    assert total == pytest.approx(ckpt["val_loss"], abs=1e-5)
+    assert read_log(tmp_path, "val")[3] == pytest.approx(total, abs=1e-4)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoint_that_runs_code_is_refused(data, tmp_path):
+    evil = tmp_path / "ckpt_000001.pt"
+    torch.save({"model": {}, "payload": RunsCode()}, evil)
+    with pytest.raises(ValueError, match="refusing to load"):
+        tg.load_checkpoint(str(evil))
+    r = train(data, tmp_path / "run", "--init-from", evil, check=False)
+    assert r.returncode == 1 and "refusing to load" in r.stderr
+    assert not (tmp_path / "pwned").exists() and not (ROOT / "pwned").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    train(data, tmp_path, "--max-steps", 2, "--eval-interval", 0)
+    good = tmp_path / "ckpt_000002.pt"
+    before = good.read_bytes()
+    # an absurd learning rate: the first update overflows the weights, the next loss is nan
+    r = train(data, tmp_path, "--max-steps", 20, "--eval-interval", 0, "--max-lr", "1e38", "--grad-clip", "1e38",
+              "--resume", check=False)
+    assert r.returncode == 1
+    assert "error: loss is nan at step 3" in r.stderr and f"last good checkpoint is {good}" in r.stderr
+    assert tg.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
+
+
+def test_clear_errors(data, tmp_path):
+    cases = [
+        (["--total-batch-size", 300], "--total-batch-size 300 is not divisible by B*T*world_size = 2*32*1 = 64"),
+        (["--data-dir", tmp_path / "nothing"], "fineweb.py"),
+        (["--resume"], "--resume: no checkpoint"),
+        (["--model", "gpt5"], "unknown model preset 'gpt5'"),
+        (["-T", 512], "longer than the model's block_size 256"),
+    ]
+    for args, message in cases:
+        r = train(data, tmp_path / "run", *args, check=False)
+        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and message in r.stderr.strip().splitlines()[-1]  # one line, last
+    train(data, tmp_path / "run", "--max-steps", 1, "--eval-interval", 0)
+    r = train(data, tmp_path / "run", "--model", "mini", "--resume", check=False)
+    assert r.returncode == 1 and "checkpoint of another model" in r.stderr
+    r = train(data, tmp_path / "run", "--max-steps", 1, check=False)
+    assert r.returncode == 1 and "already holds checkpoints; pass --resume" in r.stderr
