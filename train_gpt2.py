@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tiktoken
+
+import hellaswag
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -648,6 +650,16 @@ def train(args):
     train_model = torch.compile(model) if args.compile else model
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
 
+    if args.hellaswag_interval:
+        try:
+            hella_examples = hellaswag.load_examples(hellaswag.data_path("val", args.hellaswag_dir))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; or turn HellaSwag off with --hellaswag-interval 0") from None
+        hella_pad_to = hellaswag.padded_length(hella_examples, gpt2_tokenizer())
+        if hella_pad_to > config.block_size:
+            raise ValueError(f"HellaSwag examples need {hella_pad_to} positions, more than block_size "
+                             f"{config.block_size}; use --hellaswag-interval 0 with this model")
+
     flops = flops_per_token(config, T)
     peak = peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
     os.makedirs(args.out_dir, exist_ok=True)
@@ -683,6 +695,20 @@ def train(args):
         log(f"step {step:5d} | val loss {val_loss:.4f}")
         write_log(f"{step} val {val_loss:.4f}")
 
+    def evaluate_hellaswag(step):
+        # the raw (uncompiled) module: its own fixed shapes, and no recompiling of the training graph
+        raw_model.eval()
+
+        def logits_fn(idx):
+            with autocast:
+                return raw_model(idx)[0]
+
+        result = hellaswag.evaluate(logits_fn, hella_examples, gpt2_tokenizer(), device, args.hellaswag_batch_size,
+                                    rank, world_size, hella_pad_to)
+        raw_model.train()
+        log(f"step {step:5d} | HellaSwag acc_norm {result['correct_norm']}/{result['n']} = {result['acc_norm']:.4f}")
+        write_log(f"{step} hella {result['acc_norm']:.4f}")
+
     def print_samples(step):
         raw_model.eval()
         enc = gpt2_tokenizer()
@@ -716,6 +742,8 @@ def train(args):
     for step in range(start_step, end_step):
         if args.eval_interval and step % args.eval_interval == 0:
             evaluate(step)
+        if args.hellaswag_interval and step % args.hellaswag_interval == 0:
+            evaluate_hellaswag(step)
         if args.sample_interval and step % args.sample_interval == 0 and step > 0:
             print_samples(step)
 
@@ -767,6 +795,8 @@ def train(args):
             if done == args.max_steps:
                 if args.eval_interval:
                     evaluate(done)  # the final model's val loss
+                if args.hellaswag_interval:
+                    evaluate_hellaswag(done)
                 if args.sample_interval:
                     print_samples(done)
             save_checkpoint(done)
@@ -785,8 +815,8 @@ def train(args):
 # defaults; any flag given on the command line still wins.
 QUICKSTART = dict(model="tiny", data_dir="data/tinyshakespeare", out_dir="runs/quickstart", batch_size=8,
                   seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10, max_lr=3e-3,
-                  eval_interval=25, eval_steps=4, sample_interval=50, num_samples=2, sample_tokens=48,
-                  checkpoint_interval=50, sample_prompt="ROMEO:")
+                  eval_interval=25, eval_steps=4, hellaswag_interval=0, sample_interval=50, num_samples=2,
+                  sample_tokens=48, checkpoint_interval=50, sample_prompt="ROMEO:")
 
 
 def parse_args(argv=None):
@@ -817,6 +847,10 @@ def parse_args(argv=None):
     r = p.add_argument_group("evaluation, samples and checkpoints (an interval of 0 turns it off)")
     r.add_argument("--eval-interval", type=int, default=250, help="steps between val loss evaluations")
     r.add_argument("--eval-steps", type=int, default=20, help="val micro-batches per evaluation")
+    r.add_argument("--hellaswag-interval", type=int, default=250, help="steps between HellaSwag evaluations")
+    r.add_argument("--hellaswag-dir", default=hellaswag.DEFAULT_CACHE,
+                   help="folder for hellaswag_val.jsonl (downloaded there if missing)")
+    r.add_argument("--hellaswag-batch-size", type=int, default=16, help="HellaSwag examples per forward pass")
     r.add_argument("--sample-interval", type=int, default=250, help="steps between printed samples")
     r.add_argument("--sample-prompt", default="Hello, I'm a language model,", help="prompt for the samples")
     r.add_argument("--num-samples", type=int, default=4, help="samples per rank")
@@ -847,7 +881,8 @@ def parse_args(argv=None):
     args.total_batch_size = args.total_batch_size or batch_tokens
     args.max_lr = args.max_lr or max_lr
     args.min_lr = args.max_lr / 10 if args.min_lr is None else args.min_lr
-    for name in ("batch_size", "max_steps", "total_batch_size", "eval_steps", "keep_checkpoints"):
+    for name in ("batch_size", "max_steps", "total_batch_size", "eval_steps", "keep_checkpoints",
+                 "hellaswag_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return args

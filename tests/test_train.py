@@ -10,13 +10,15 @@ import pytest
 import torch
 
 import fineweb
+import hellaswag
 import train_gpt2 as tg
 from conftest import ROOT, SHARED
 
 TRAIN = str(ROOT / "train_gpt2.py")
 # a tiny model on tiny batches: every step takes a fraction of a second on CPU
 SMALL = ["--model", "tiny", "-B", "2", "-T", "32", "--total-batch-size", "256", "--warmup-steps", "2",
-         "--max-lr", "1e-3", "--eval-steps", "2", "--sample-interval", "0", "--checkpoint-interval", "0"]
+         "--max-lr", "1e-3", "--eval-steps", "2", "--sample-interval", "0", "--checkpoint-interval", "0",
+         "--hellaswag-interval", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,39 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
                 total += model(*loader.next_batch())[1].item() / 4
     assert total == pytest.approx(ckpt["val_loss"], abs=1e-5)
     assert read_log(tmp_path, "val")[3] == pytest.approx(total, abs=1e-4)
+
+
+def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoint(data, tmp_path):
+    from test_hellaswag import make_examples, write_jsonl
+
+    examples = make_examples(10, seed=4)
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    train(data, tmp_path / "run", "--max-steps", 3, "--eval-interval", 0, "--hellaswag-interval", 2,
+          "--hellaswag-dir", tmp_path, "--hellaswag-batch-size", 3, nproc=2)
+    hella = read_log(tmp_path / "run", "hella")
+    assert sorted(hella) == [0, 2, 3]
+    model = tg.load_model(str(tmp_path / "run")).eval()
+    result = hellaswag.evaluate(lambda idx: model(idx)[0], examples, tg.gpt2_tokenizer(), "cpu")
+    assert hella[3] == round(result["acc_norm"], 4)
+    r = train(data, tmp_path / "other", "--hellaswag-interval", 1, "--hellaswag-dir", tmp_path / "none", check=False)
+    assert r.returncode == 1 and "--hellaswag-interval 0" in r.stderr
+
+
+def test_compile_with_val_loss_hellaswag_and_samples(data, tmp_path):
+    from test_hellaswag import make_examples, write_jsonl
+
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(6, seed=5))
+    r = subprocess.run(command(1) + ["--data-dir", data, "--out-dir", str(tmp_path / "run"), *SMALL, "--compile",
+                                     "--max-steps", "4", "--eval-interval", "2", "--hellaswag-interval", "2",
+                                     "--hellaswag-dir", str(tmp_path), "--sample-interval", "2", "--num-samples", "1",
+                                     "--sample-tokens", "5"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_LOGS": "recompiles"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(read_log(tmp_path / "run", "val")) == [0, 2, 4]
+    assert sorted(read_log(tmp_path / "run", "hella")) == [0, 2, 4]
+    assert r.stdout.count("rank 0 sample 0") == 2
+    # one graph for val loss (no grad), one for training: nothing recompiles after that
+    assert r.stderr.count("Recompiling function") == 1, r.stderr[-3000:]
 
 
 class RunsCode:

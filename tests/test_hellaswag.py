@@ -1,0 +1,150 @@
+"""hellaswag.py: rendering, batched and sharded scoring against a one-example-at-a-time reference."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import AutoModelForCausalLM
+
+import hellaswag
+import train_gpt2 as tg
+from conftest import ROOT, SHARED
+
+enc = tg.gpt2_tokenizer()
+
+
+def make_examples(n, seed=0):
+    """HellaSwag-shaped examples cut from Tiny Shakespeare: a line as context, four other lines as endings."""
+    lines = [l.strip() for l in (SHARED / "data" / "tinyshakespeare.txt").read_text().splitlines() if len(l) > 20]
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda: lines[torch.randint(len(lines), (1,), generator=g).item()]  # noqa: E731
+    return [{"ctx": pick(), "endings": [pick() for _ in range(4)], "label": torch.randint(4, (1,), generator=g).item()}
+            for _ in range(n)]
+
+
+def write_jsonl(path, examples):
+    path.write_text("".join(json.dumps({"ind": i, **ex}) + "\n" for i, ex in enumerate(examples)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return tg.GPT(tg.GPTConfig(block_size=128, vocab_size=tg.GPT2_VOCAB_SIZE, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def reference(model, example):
+    """The straightforward way: one ending per forward pass, no padding."""
+    ctx = enc.encode(example["ctx"])
+    sums, means = [], []
+    for ending in example["endings"]:
+        end = enc.encode(" " + ending)
+        tokens = torch.tensor([ctx + end])
+        with torch.no_grad():
+            logits, _ = model(tokens)
+        losses = F.cross_entropy(logits[0, len(ctx) - 1 : -1], tokens[0, len(ctx):], reduction="none")
+        sums.append(losses.sum().item())
+        means.append(losses.mean().item())
+    return torch.tensor(sums), torch.tensor(means)
+
+
+def test_batched_scoring_matches_one_example_at_a_time(model):
+    examples = make_examples(11)
+    sums, means = hellaswag.score(lambda idx: model(idx)[0], examples, enc, batch_size=4, pad_to=96, device="cpu")
+    assert sums.shape == means.shape == (11, 4)
+    for i, ex in enumerate(examples):
+        ref_sum, ref_mean = reference(model, ex)
+        assert torch.allclose(sums[i], ref_sum, atol=1e-4) and torch.allclose(means[i], ref_mean, atol=1e-5)
+        assert sums[i].argmin() == ref_sum.argmin() and means[i].argmin() == ref_mean.argmin()
+    result = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu", batch_size=4)
+    labels = torch.tensor([ex["label"] for ex in examples])
+    assert result["n"] == 11
+    assert result["correct"] == (sums.argmin(1) == labels).sum().item()
+    assert result["correct_norm"] == (means.argmin(1) == labels).sum().item()
+
+
+def test_rendering():
+    ex = {"ctx": "A man sits down.", "endings": ["He reads.", "b", "c", "d"], "label": 0}
+    rows, ctx_len = hellaswag.render(ex, enc)
+    assert rows[0] == enc.encode("A man sits down.") + enc.encode(" He reads.")
+    assert ctx_len == len(enc.encode("A man sits down."))
+
+
+DDP_SCRIPT = """
+import json, sys, torch, torch.distributed as dist
+sys.path.insert(0, {root!r})
+import hellaswag, train_gpt2 as tg
+dist.init_process_group("gloo")
+model = tg.load_model({ckpt!r}).eval()
+examples = hellaswag.load_examples({data!r})
+r = hellaswag.evaluate(lambda idx: model(idx)[0], examples, tg.gpt2_tokenizer(), "cpu", batch_size=2,
+                       rank=dist.get_rank(), world_size=dist.get_world_size())
+json.dump(r, open({out!r} + str(dist.get_rank()), "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_two_process_ddp_gives_the_same_totals(model, tmp_path):
+    examples = make_examples(9, seed=1)
+    data = write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    ckpt = tmp_path / "ckpt_000000.pt"
+    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, ckpt)
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), ckpt=str(ckpt), data=str(data), out=str(tmp_path / "r")))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu", batch_size=2)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"r{rank}").read_text()) == single
+
+
+def test_our_model_and_its_hugging_face_export_score_identically(model, tmp_path):
+    examples = make_examples(6, seed=2)
+    tg.export_hf(model, tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ours = hellaswag.score(lambda idx: model(idx)[0], examples, enc, 3, 96, "cpu")
+    theirs = hellaswag.score(lambda idx: hf(idx).logits, examples, enc, 3, 96, "cpu")
+    assert torch.allclose(ours[0], theirs[0], atol=1e-4) and torch.allclose(ours[1], theirs[1], atol=1e-5)
+    assert torch.equal(ours[1].argmin(1), theirs[1].argmin(1))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "hellaswag.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_command_line_on_a_checkpoint_and_an_hf_directory(model, tmp_path):
+    examples = make_examples(7, seed=3)
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, tmp_path / "ckpt_000010.pt")
+    tg.export_hf(model, tmp_path / "hf")
+    expected = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu")
+    line = f"7 examples | acc {expected['acc']:.4f} ({expected['correct']}/7) | acc_norm {expected['acc_norm']:.4f}"
+    for args in (["-m", tmp_path], ["-m", tmp_path / "hf", "--hf"], ["-m", tmp_path / "hf"]):
+        r = run_cli(*args, "--cache-dir", tmp_path, "--device", "cpu", "--batch-size", 3)
+        assert r.returncode == 0, r.stderr
+        assert line in r.stdout and "examples/s" in r.stdout
+    r = run_cli("-m", tmp_path, "--cache-dir", tmp_path, "--device", "cpu", "--limit", 2)
+    assert "2 examples" in r.stdout
+
+
+def test_bad_input(tmp_path):
+    good = json.dumps({"ctx": "a", "endings": ["b", "c", "d", "e"], "label": 1})
+    cases = {
+        '{"ctx": "a", "endings": ["b", "c"': "line 2: not valid JSON",
+        json.dumps({"ctx": "a", "endings": ["b", "c", "d", "e"], "label": 4}): "line 2: label 4 is outside 0..3",
+        json.dumps({"ctx": "a", "endings": ["b", "", "d", "e"], "label": 0}): "line 2: ending 1 is empty",
+        json.dumps({"ctx": "a", "endings": ["b", "c", "d"], "label": 0}): "line 2: expected 'endings' to be a list of 4",
+    }
+    for bad, message in cases.items():
+        path = tmp_path / "hellaswag_val.jsonl"
+        path.write_text(good + "\n" + bad + "\n")
+        with pytest.raises(ValueError, match=message):
+            hellaswag.load_examples(path)
+    r = run_cli("-m", "gpt2", "--cache-dir", tmp_path / "empty")  # offline: no file, no download
+    assert r.returncode == 1
+    assert f"put hellaswag_val.jsonl in {tmp_path / 'empty'}" in r.stderr
