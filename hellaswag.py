@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import urllib.error
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
@@ -83,49 +84,105 @@ def render(example, enc):
     return rows, len(ctx)
 
 
-def score(logits_fn, examples, enc, batch_size, pad_to, device, n_batches=None):
-    """Per-example (4,) summed and mean cross-entropy of every ending, `batch_size` examples (4 rows each) per
-    forward pass. Every batch has the shape (4 * batch_size, pad_to), so a compiled model compiles once;
-    n_batches > needed runs extra all-padding batches (so that every rank makes the same number of calls)."""
-    rendered = [render(ex, enc) for ex in examples]
+def pack(example, enc):
+    """One row for a whole example: the context once, then the four endings one after another. The positions of
+    every ending restart where the context ends, and the attention mask (see `attention_mask`) lets an ending see
+    only the context and itself, so each ending gets exactly the logits it would get in [context + ending]
+    alone, while the context is computed once instead of four times.
+    Returns tokens, positions, segments (0 for the context, 1-4 for the endings) and the context length."""
+    rows, ctx_len = render(example, enc)
+    tokens, positions, segments = rows[0][:ctx_len], list(range(ctx_len)), [0] * ctx_len
+    for j, row in enumerate(rows):
+        ending = row[ctx_len:]
+        tokens += ending
+        positions += range(ctx_len, ctx_len + len(ending))
+        segments += [j + 1] * len(ending)
+    return tokens, positions, segments, ctx_len
+
+
+PAD_SEGMENT = 5  # padding forms its own segment, so that every query sees at least itself
+
+
+def attention_mask(segments):
+    """(B, L) segment ids -> (B, 1, L, L) bool: a token sees earlier tokens of its own segment and the context."""
+    L = segments.size(1)
+    same = segments[:, :, None] == segments[:, None, :]
+    context = (segments == 0)[:, None, :]
+    causal = torch.ones(L, L, dtype=torch.bool, device=segments.device).tril()
+    return ((same | context) & causal)[:, None]
+
+
+def score(logits_fn, examples, enc, batch_size, device, n_batches=None, multiple=8):
+    """Per-example (4,) summed and mean cross-entropy of every ending, `batch_size` packed examples per forward
+    pass. logits_fn(tokens, positions, mask, rows, cols) returns the logits at positions (rows, cols) only: the
+    ones that predict an ending token. Examples are sorted by length so that little padding is needed; rows are
+    padded to a multiple of `multiple` (a compiled model sees few shapes) and the last batch with empty rows.
+    n_batches > needed adds all-padding batches, so that every rank makes as many forward passes (FSDP needs it)."""
+    packed = [pack(ex, enc) for ex in examples]
+    order = sorted(range(len(packed)), key=lambda i: -len(packed[i][0]))
     n_batches = n_batches or math.ceil(len(examples) / batch_size)
-    sums, means = [], []
+    sums = torch.zeros(len(examples), 4)
+    counts = torch.zeros(len(examples), 4)
     for b in range(n_batches):
-        chunk = rendered[b * batch_size : (b + 1) * batch_size]
-        tokens = torch.zeros((4 * batch_size, pad_to), dtype=torch.long)
-        mask = torch.zeros((4 * batch_size, pad_to), dtype=torch.bool)  # True where an ending token is predicted
-        for i, (rows, ctx_len) in enumerate(chunk):
-            for j, row in enumerate(rows):
-                if len(row) > pad_to:
-                    raise ValueError(f"an example renders to {len(row)} tokens, more than pad_to={pad_to}")
-                tokens[4 * i + j, : len(row)] = torch.tensor(row)
-                mask[4 * i + j, ctx_len : len(row)] = True
-        tokens, mask = tokens.to(device), mask.to(device)
+        chunk = order[b * batch_size : (b + 1) * batch_size]
+        L = max([len(packed[i][0]) for i in chunk] + [1])
+        L = math.ceil(L / multiple) * multiple
+        tokens = torch.zeros((batch_size, L), dtype=torch.long)
+        positions = torch.zeros((batch_size, L), dtype=torch.long)
+        segments = torch.full((batch_size, L), PAD_SEGMENT, dtype=torch.long)
+        rows, cols, targets, group = [], [], [], []  # for every ending token: where it is predicted, what, which ending
+        for r, i in enumerate(chunk):
+            toks, pos, seg, ctx_len = packed[i]
+            tokens[r, : len(toks)] = torch.tensor(toks)
+            positions[r, : len(toks)] = torch.tensor(pos)
+            segments[r, : len(toks)] = torch.tensor(seg)
+            for k in range(ctx_len, len(toks)):
+                first = seg[k - 1] != seg[k]  # an ending's first token is predicted from the context's last
+                rows.append(r)
+                cols.append(ctx_len - 1 if first else k - 1)
+                targets.append(toks[k])
+                group.append(4 * i + seg[k] - 1)
+        rows, cols = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
         with torch.no_grad():
-            logits = logits_fn(tokens)
-        # position t predicts token t+1: compare logits[:, :-1] with tokens[:, 1:]
-        losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
-        losses = losses.view(4 * batch_size, pad_to - 1) * mask[:, 1:]
-        row_sum = losses.sum(dim=1)
-        row_mean = row_sum / mask[:, 1:].sum(dim=1).clamp(min=1)
-        sums.append(row_sum.view(batch_size, 4)[: len(chunk)].cpu())
-        means.append(row_mean.view(batch_size, 4)[: len(chunk)].cpu())
-    return torch.cat(sums), torch.cat(means)
+            logits = logits_fn(tokens.to(device), positions.to(device), attention_mask(segments.to(device)),
+                               rows.to(device), cols.to(device))
+        if not chunk:
+            continue  # a padding batch, run only to keep ranks in step
+        losses = F.cross_entropy(logits.float(), torch.tensor(targets, device=device), reduction="none").cpu()
+        group = torch.tensor(group)
+        sums.view(-1).index_add_(0, group, losses)
+        counts.view(-1).index_add_(0, group, torch.ones_like(losses))
+    return sums, sums / counts
 
 
-def padded_length(examples, enc, multiple=32):
-    """The longest rendered row, rounded up: one fixed sequence length for the whole evaluation."""
-    longest = max(len(row) for ex in examples for row in render(ex, enc)[0])
-    return math.ceil(longest / multiple) * multiple
+def gpt_logits_fn(model, autocast=None):
+    """score()'s view of one of our GPT models: the head runs only where a prediction is needed."""
+    def fn(tokens, positions, mask, rows, cols):
+        with autocast or nullcontext():
+            return model.lm_head(model.hidden_states(tokens, pos=positions, mask=mask)[rows, cols])
+    return fn
 
 
-def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1, pad_to=None):
+def hf_logits_fn(model, autocast=None):
+    """The same for a transformers GPT-2 (GPT2LMHeadModel), which takes position ids and a 4-D mask too."""
+    def fn(tokens, positions, mask, rows, cols):
+        with autocast or nullcontext():
+            hidden = model.transformer(tokens, position_ids=positions, attention_mask=mask).last_hidden_state
+            return model.lm_head(hidden[rows, cols])
+    return fn
+
+
+def longest_row(examples, enc):
+    """The most positions any context + ending needs: it must fit in the model's block_size."""
+    return max(len(row) for ex in examples for row in render(ex, enc)[0])
+
+
+def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1):
     """acc and acc_norm over the examples. With world_size > 1, rank k scores examples k, k + W, ... and the
-    counts are summed across ranks, so every rank returns the totals. logits_fn: (N, L) ids -> (N, L, V)."""
-    pad_to = pad_to or padded_length(examples, enc)
+    counts are summed across ranks, so every rank returns the totals."""
     mine = examples[rank::world_size]
     n_batches = math.ceil(math.ceil(len(examples) / world_size) / batch_size)  # the same on every rank
-    sums, means = score(logits_fn, mine, enc, batch_size, pad_to, device, n_batches)
+    sums, means = score(logits_fn, mine, enc, batch_size, device, n_batches)
     labels = torch.tensor([ex["label"] for ex in mine], dtype=torch.long)
     counts = torch.tensor([len(mine), (sums.argmin(1) == labels).sum().item(), (means.argmin(1) == labels).sum().item()],
                           dtype=torch.long, device=device)
@@ -165,20 +222,16 @@ def main(argv=None):
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-            forward = lambda idx: model(idx).logits  # noqa: E731
         else:
             model = tg.load_model(args.model).to(device).eval()
-            forward = lambda idx: model(idx)[0]  # noqa: E731
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    def logits_fn(idx):
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-            return forward(idx)
-
+    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+    forward = (hf_logits_fn if args.hf else gpt_logits_fn)(model, autocast)
     t0 = time.time()
-    result = evaluate(logits_fn, examples, enc, device, args.batch_size)
+    result = evaluate(forward, examples, enc, device, args.batch_size)
     dt = time.time() - t0
     print(f"{args.model} on HellaSwag {args.split}: {result['n']} examples | acc {result['acc']:.4f} "
           f"({result['correct']}/{result['n']}) | acc_norm {result['acc_norm']:.4f} ({result['correct_norm']}/"

@@ -69,12 +69,13 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if cache is None:
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # sampling: attend over every cached position as well
+        if mask is None:
             # training: flash attention with the causal mask built in
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # sampling: attend over every cached position, hiding those not yet written
-            k, v = cache.update(self.layer_idx, k, v)
+            # an explicit mask: positions of the KV cache not yet written, or sequences packed into one row
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.c_proj(y)
@@ -166,25 +167,33 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, cache=None, last_only=False):
         """idx: (B, T) token ids. Returns (logits, loss): logits (B, T, vocab_size), or (B, 1, vocab_size)
         with last_only; loss is the mean cross-entropy against targets (B, T), or None."""
-        B, T = idx.size()
-        start = 0 if cache is None else cache.pos
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
-        mask = None if cache is None else cache.attn_mask(T)
-        for block in self.transformer.h:
-            x = block(x, cache, mask)
-        if cache is not None:
-            cache.pos += T
-        x = self.transformer.ln_f(x)
+        x = self.hidden_states(idx, cache)
         if last_only:
             x = x[:, [-1], :]  # sampling only needs the next-token distribution
-        logits = self.lm_head(x)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
+
+    def hidden_states(self, idx, cache=None, pos=None, mask=None):
+        """The transformer without its head: (B, T) token ids -> (B, T, n_embd) after the final LayerNorm.
+        Several sequences can share one row (HellaSwag packs a context and its four endings): pass their
+        positions pos (B, T) and a boolean attention mask (B, 1, T, T) saying which tokens each one may see."""
+        T = idx.size(1)
+        if cache is not None:
+            pos = torch.arange(cache.pos, cache.pos + T, device=idx.device)
+            mask = cache.attn_mask(T)  # the cache is at most block_size long
+        elif pos is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+            pos = torch.arange(T, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) or (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cache, mask)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
 
     def num_params(self, non_embedding=False):
         """Parameters, counting the tied wte/lm_head matrix once."""
@@ -655,9 +664,9 @@ def train(args):
             hella_examples = hellaswag.load_examples(hellaswag.data_path("val", args.hellaswag_dir))
         except FileNotFoundError as e:
             raise FileNotFoundError(f"{e}; or turn HellaSwag off with --hellaswag-interval 0") from None
-        hella_pad_to = hellaswag.padded_length(hella_examples, gpt2_tokenizer())
-        if hella_pad_to > config.block_size:
-            raise ValueError(f"HellaSwag examples need {hella_pad_to} positions, more than block_size "
+        longest = hellaswag.longest_row(hella_examples, gpt2_tokenizer())
+        if longest > config.block_size:
+            raise ValueError(f"HellaSwag examples need {longest} positions, more than block_size "
                              f"{config.block_size}; use --hellaswag-interval 0 with this model")
 
     flops = flops_per_token(config, T)
@@ -699,12 +708,8 @@ def train(args):
         # the raw (uncompiled) module: its own fixed shapes, and no recompiling of the training graph
         raw_model.eval()
 
-        def logits_fn(idx):
-            with autocast:
-                return raw_model(idx)[0]
-
-        result = hellaswag.evaluate(logits_fn, hella_examples, gpt2_tokenizer(), device, args.hellaswag_batch_size,
-                                    rank, world_size, hella_pad_to)
+        result = hellaswag.evaluate(hellaswag.gpt_logits_fn(raw_model, autocast), hella_examples, gpt2_tokenizer(),
+                                    device, args.hellaswag_batch_size, rank, world_size)
         raw_model.train()
         log(f"step {step:5d} | HellaSwag acc_norm {result['correct_norm']}/{result['n']} = {result['acc_norm']:.4f}")
         write_log(f"{step} hella {result['acc_norm']:.4f}")

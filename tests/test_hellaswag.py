@@ -53,24 +53,30 @@ def reference(model, example):
 
 def test_batched_scoring_matches_one_example_at_a_time(model):
     examples = make_examples(11)
-    sums, means = hellaswag.score(lambda idx: model(idx)[0], examples, enc, batch_size=4, pad_to=96, device="cpu")
+    sums, means = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, batch_size=4, device="cpu")
     assert sums.shape == means.shape == (11, 4)
     for i, ex in enumerate(examples):
         ref_sum, ref_mean = reference(model, ex)
         assert torch.allclose(sums[i], ref_sum, atol=1e-4) and torch.allclose(means[i], ref_mean, atol=1e-5)
         assert sums[i].argmin() == ref_sum.argmin() and means[i].argmin() == ref_mean.argmin()
-    result = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu", batch_size=4)
+    result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, enc, "cpu", batch_size=4)
     labels = torch.tensor([ex["label"] for ex in examples])
     assert result["n"] == 11
     assert result["correct"] == (sums.argmin(1) == labels).sum().item()
     assert result["correct_norm"] == (means.argmin(1) == labels).sum().item()
 
 
-def test_rendering():
+def test_rendering_and_packing():
     ex = {"ctx": "A man sits down.", "endings": ["He reads.", "b", "c", "d"], "label": 0}
     rows, ctx_len = hellaswag.render(ex, enc)
-    assert rows[0] == enc.encode("A man sits down.") + enc.encode(" He reads.")
-    assert ctx_len == len(enc.encode("A man sits down."))
+    ctx = enc.encode("A man sits down.")
+    assert rows[0] == ctx + enc.encode(" He reads.") and rows[1] == ctx + enc.encode(" b")
+    assert ctx_len == len(ctx)
+    tokens, positions, segments, _ = hellaswag.pack(ex, enc)
+    he_reads = enc.encode(" He reads.")
+    assert tokens == ctx + he_reads + enc.encode(" b") + enc.encode(" c") + enc.encode(" d")
+    assert positions[len(ctx) + len(he_reads)] == len(ctx)  # the second ending starts where the context ends
+    assert segments == [0] * len(ctx) + [1] * len(he_reads) + [2, 3, 4]
 
 
 DDP_SCRIPT = """
@@ -80,7 +86,7 @@ import hellaswag, train_gpt2 as tg
 dist.init_process_group("gloo")
 model = tg.load_model({ckpt!r}).eval()
 examples = hellaswag.load_examples({data!r})
-r = hellaswag.evaluate(lambda idx: model(idx)[0], examples, tg.gpt2_tokenizer(), "cpu", batch_size=2,
+r = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, tg.gpt2_tokenizer(), "cpu", batch_size=2,
                        rank=dist.get_rank(), world_size=dist.get_world_size())
 json.dump(r, open({out!r} + str(dist.get_rank()), "w"))
 dist.destroy_process_group()
@@ -97,7 +103,7 @@ def test_two_process_ddp_gives_the_same_totals(model, tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(script)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    single = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu", batch_size=2)
+    single = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, enc, "cpu", batch_size=2)
     for rank in range(2):
         assert json.loads((tmp_path / f"r{rank}").read_text()) == single
 
@@ -106,10 +112,10 @@ def test_our_model_and_its_hugging_face_export_score_identically(model, tmp_path
     examples = make_examples(6, seed=2)
     tg.export_hf(model, tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    ours = hellaswag.score(lambda idx: model(idx)[0], examples, enc, 3, 96, "cpu")
-    theirs = hellaswag.score(lambda idx: hf(idx).logits, examples, enc, 3, 96, "cpu")
-    assert torch.allclose(ours[0], theirs[0], atol=1e-4) and torch.allclose(ours[1], theirs[1], atol=1e-5)
-    assert torch.equal(ours[1].argmin(1), theirs[1].argmin(1))
+    a = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, 3, "cpu")
+    b = hellaswag.score(hellaswag.hf_logits_fn(hf), examples, enc, 3, "cpu")
+    assert torch.allclose(a[0], b[0], atol=1e-4) and torch.allclose(a[1], b[1], atol=1e-5)
+    assert torch.equal(a[1].argmin(1), b[1].argmin(1))
 
 
 def run_cli(*args):
@@ -122,7 +128,7 @@ def test_command_line_on_a_checkpoint_and_an_hf_directory(model, tmp_path):
     write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, tmp_path / "ckpt_000010.pt")
     tg.export_hf(model, tmp_path / "hf")
-    expected = hellaswag.evaluate(lambda idx: model(idx)[0], examples, enc, "cpu")
+    expected = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, enc, "cpu")
     line = f"7 examples | acc {expected['acc']:.4f} ({expected['correct']}/7) | acc_norm {expected['acc_norm']:.4f}"
     for args in (["-m", tmp_path], ["-m", tmp_path / "hf", "--hf"], ["-m", tmp_path / "hf"]):
         r = run_cli(*args, "--cache-dir", tmp_path, "--device", "cpu", "--batch-size", 3)

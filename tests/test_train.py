@@ -155,7 +155,7 @@ def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoin
     hella = read_log(tmp_path / "run", "hella")
     assert sorted(hella) == [0, 2, 3]
     model = tg.load_model(str(tmp_path / "run")).eval()
-    result = hellaswag.evaluate(lambda idx: model(idx)[0], examples, tg.gpt2_tokenizer(), "cpu")
+    result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, tg.gpt2_tokenizer(), "cpu")
     assert hella[3] == round(result["acc_norm"], 4)
     r = train(data, tmp_path / "other", "--hellaswag-interval", 1, "--hellaswag-dir", tmp_path / "none", check=False)
     assert r.returncode == 1 and "--hellaswag-interval 0" in r.stderr
