@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import tiktoken
-
-import hellaswag
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -33,6 +31,8 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+import hellaswag
 
 # -----------------------------------------------------------------------------
 # 1. The model
@@ -819,7 +819,7 @@ def train(args):
 # --quickstart: the tiny preset on Tiny Shakespeare, a couple of minutes on a laptop CPU. It only changes
 # defaults; any flag given on the command line still wins.
 QUICKSTART = dict(model="tiny", data_dir="data/tinyshakespeare", out_dir="runs/quickstart", batch_size=8,
-                  seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10, max_lr=3e-3,
+                  seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10,
                   eval_interval=25, eval_steps=4, hellaswag_interval=0, sample_interval=50, num_samples=2,
                   sample_tokens=48, checkpoint_interval=50, sample_prompt="ROMEO:")
 

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
@@ -10,3 +12,14 @@ sys.path.insert(0, str(ROOT))
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """Tiny Shakespeare as fineweb.py shards it: a val shard and a train shard."""
+    import fineweb
+
+    out = tmp_path_factory.mktemp("data") / "ts"
+    fineweb.main(["--dataset", "tinyshakespeare", "--input", str(SHARED / "data" / "tinyshakespeare.txt"),
+                  "--out", str(out)])
+    return str(out)

@@ -40,7 +40,9 @@ def expected_tokens(docs):
 def shakespeare_docs(n):
     """n distinct documents cut from Tiny Shakespeare, some with non-ASCII text."""
     speeches = TINY_SHAKESPEARE.read_text().split("\n\n")
-    return [speeches[i % len(speeches)] + (" café ☃" if i % 7 == 0 else "") for i in range(n)]
+    docs = [speeches[i % len(speeches)] + (" café ☃" if i % 7 == 0 else "") for i in range(n)]
+    docs[1] += " a literal <|endoftext|> in the text is text, not a document boundary"
+    return docs
 
 
 def test_local_txt_files_one_document_per_file(tmp_path):
@@ -131,6 +133,27 @@ def test_killed_run_resumes_to_identical_shards(tmp_path):
     assert (out / straight_names[-1]).stat().st_mtime_ns == mtime
     r = run_fineweb(tmp_path, *common, "--out", "killed", "--shard-size", 5000, check=False)
     assert r.returncode != 0 and "shard_size" in r.stderr and "other settings" in r.stderr
+
+
+SPAWN_SCRIPT = """
+import multiprocessing, sys
+sys.path.insert(0, {root!r})
+import fineweb
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")  # macOS and Windows: workers import the module afresh
+    fineweb.main({args!r})
+"""
+
+
+def test_spawn_start_method_gives_the_same_shards(tmp_path):
+    docs = shakespeare_docs(40)
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    args = ["--dataset", "local", "--input", "c.jsonl", "--val-tokens", "500", "--batch-docs", "4", "--workers", "2"]
+    (tmp_path / "spawn.py").write_text(SPAWN_SCRIPT.format(root=str(ROOT), args=args + ["--out", "spawned"]))
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    r = subprocess.run([sys.executable, "spawn.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert np.concatenate(read_shards(tmp_path / "spawned")[1]).tolist() == expected_tokens(docs)
 
 
 def test_fineweb_bad_input(tmp_path):

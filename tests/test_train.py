@@ -9,24 +9,16 @@ import time
 import pytest
 import torch
 
-import fineweb
 import hellaswag
+from plot import read_log
 import train_gpt2 as tg
-from conftest import ROOT, SHARED
+from conftest import ROOT
 
 TRAIN = str(ROOT / "train_gpt2.py")
 # a tiny model on tiny batches: every step takes a fraction of a second on CPU
 SMALL = ["--model", "tiny", "-B", "2", "-T", "32", "--total-batch-size", "256", "--warmup-steps", "2",
          "--max-lr", "1e-3", "--eval-steps", "2", "--sample-interval", "0", "--checkpoint-interval", "0",
          "--hellaswag-interval", "0"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "ts"
-    fineweb.main(["--dataset", "tinyshakespeare", "--input", str(SHARED / "data" / "tinyshakespeare.txt"),
-                  "--out", str(out)])
-    return str(out)
 
 
 def command(nproc):
@@ -41,16 +33,6 @@ def train(data, out_dir, *args, nproc=1, check=True):
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
-
-
-def read_log(out_dir, kind):
-    """{step: value} for one kind of line in log.txt; a repeated step keeps its later value."""
-    series = {}
-    for line in (out_dir / "log.txt").read_text().splitlines():
-        step, k, value = line.split()
-        if k == kind:
-            series[int(step)] = float(value)
-    return series
 
 
 def final_state(out_dir):
@@ -69,11 +51,11 @@ def assert_same_tensors(a, b, atol=0.0):
 def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
     train(data, tmp_path, "--max-steps", 40, "--max-lr", "3e-3", "--eval-interval", 20, "-B", 8,
           "--total-batch-size", 512, "--sample-interval", 40, "--num-samples", 1)
-    losses = read_log(tmp_path, "train")
+    losses = read_log(tmp_path)["train"]
     assert sorted(losses) == list(range(40))
     assert losses[0] > 10.5  # log(50257) = 10.8 at initialisation
     assert sum(losses[i] for i in range(35, 40)) / 5 < 7.5
-    val = read_log(tmp_path, "val")
+    val = read_log(tmp_path)["val"]
     assert sorted(val) == [0, 20, 40] and val[40] < val[0] - 3
 
 
@@ -84,14 +66,14 @@ def test_exact_resume_after_stop_at(data, tmp_path):
     r = train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--resume")
     assert "resuming from" in r.stdout
     for kind in ("train", "val"):  # every logged loss identical to the last digit
-        assert read_log(tmp_path / "split", kind) == read_log(tmp_path / "straight", kind)
+        assert read_log(tmp_path / "split")[kind] == read_log(tmp_path / "straight")[kind]
     a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
     assert_same_tensors(a["model"], b["model"])
     assert a["step"] == b["step"] == 8
     for p in a["optimizer"]["state"]:
         assert_same_tensors(a["optimizer"]["state"][p], b["optimizer"]["state"][p])
     lines = (tmp_path / "split" / "log.txt").read_text().splitlines()
-    assert lines.count("0 train " + f"{read_log(tmp_path / 'straight', 'train')[0]:.6f}") == 1  # appended, not truncated
+    assert lines.count("0 train " + f"{read_log(tmp_path / 'straight')['train'][0]:.6f}") == 1  # appended, not truncated
 
 
 def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path):
@@ -113,7 +95,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path):
     stopped_at = final_state(out)["step"]
     assert 5 <= stopped_at < 14
     train(data, out, *args, "--resume")
-    assert read_log(out, "train") == read_log(tmp_path / "straight", "train")
+    assert read_log(out)["train"] == read_log(tmp_path / "straight")["train"]
     assert_same_tensors(final_state(out)["model"], final_state(tmp_path / "straight")["model"])
 
 
@@ -124,14 +106,14 @@ def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(data, t
     r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
     assert "1 ranks x 4 accumulation steps" in r.stdout
     assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
-    ddp_losses, single_losses = read_log(tmp_path / "ddp", "train"), read_log(tmp_path / "single", "train")
+    ddp_losses, single_losses = read_log(tmp_path / "ddp")["train"], read_log(tmp_path / "single")["train"]
     assert all(abs(ddp_losses[s] - single_losses[s]) < 1e-5 for s in range(3))
 
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
     train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", nproc=2)
     ckpt = final_state(tmp_path)
-    losses = read_log(tmp_path, "train")
+    losses = read_log(tmp_path)["train"]
     assert losses[2] < losses[0]
     # one process, the raw model: the same val loss on the same val batches as the two FSDP ranks together
     model = tg.load_model(str(tmp_path)).eval()
@@ -142,7 +124,7 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
             with torch.no_grad():
                 total += model(*loader.next_batch())[1].item() / 4
     assert total == pytest.approx(ckpt["val_loss"], abs=1e-5)
-    assert read_log(tmp_path, "val")[3] == pytest.approx(total, abs=1e-4)
+    assert read_log(tmp_path)["val"][3] == pytest.approx(total, abs=1e-4)
 
 
 def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoint(data, tmp_path):
@@ -152,7 +134,7 @@ def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoin
     write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     train(data, tmp_path / "run", "--max-steps", 3, "--eval-interval", 0, "--hellaswag-interval", 2,
           "--hellaswag-dir", tmp_path, "--hellaswag-batch-size", 3, nproc=2)
-    hella = read_log(tmp_path / "run", "hella")
+    hella = read_log(tmp_path / "run")["hella"]
     assert sorted(hella) == [0, 2, 3]
     model = tg.load_model(str(tmp_path / "run")).eval()
     result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, tg.gpt2_tokenizer(), "cpu")
@@ -171,8 +153,8 @@ def test_compile_with_val_loss_hellaswag_and_samples(data, tmp_path):
                                      "--sample-tokens", "5"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_LOGS": "recompiles"})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(read_log(tmp_path / "run", "val")) == [0, 2, 4]
-    assert sorted(read_log(tmp_path / "run", "hella")) == [0, 2, 4]
+    assert sorted(read_log(tmp_path / "run")["val"]) == [0, 2, 4]
+    assert sorted(read_log(tmp_path / "run")["hella"]) == [0, 2, 4]
     assert r.stdout.count("rank 0 sample 0") == 2
     # one graph for val loss (no grad), one for training: nothing recompiles after that
     assert r.stderr.count("Recompiling function") == 1, r.stderr[-3000:]

@@ -1,0 +1,130 @@
+"""
+Plot training runs from their log.txt: train and val loss, and HellaSwag accuracy, against reference lines.
+Writes a PNG, so a run on a headless server can be looked at without Jupyter.
+
+    python plot.py log/                       # -> log/plot.png
+    python plot.py runs/a runs/b -o cmp.png   # several runs on the same axes
+"""
+
+import argparse
+import os
+import sys
+
+# OpenAI GPT-2 124M's loss on the FineWeb-Edu val shard (the lecture's figure)
+GPT2_124M_VAL_LOSS = 3.2924
+# HellaSwag acc_norm by model size: GPT-2 (measured the lecture's way) and GPT-3 (zero-shot, from its paper)
+HELLASWAG_REFERENCES = {  # n_params bucket: ((GPT-2 name, acc), (GPT-3 name, acc))
+    124e6: (("GPT-2 124M", 0.2945), ("GPT-3 125M", 0.337)),
+    350e6: (("GPT-2 350M", 0.3752), ("GPT-3 350M", 0.436)),
+    774e6: (("GPT-2 774M", 0.4320), ("GPT-3 760M", 0.510)),
+    1558e6: (("GPT-2 1558M", 0.4889), ("GPT-3 1.3B", 0.547)),
+}
+KINDS = ("train", "val", "hella")
+
+
+def read_log(path):
+    """{'train': {step: loss}, 'val': {...}, 'hella': {...}} from a log.txt (or the run directory holding it).
+    A step written twice (a resumed run) keeps its later value; a line that is cut short or garbled (the run is
+    still writing, or died mid-line) is skipped; a series the run never wrote is an empty dict."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "log.txt")
+    series = {kind: {} for kind in KINDS}
+    with open(path) as f:
+        lines = f.read().split("\n")[:-1]  # the text after the last newline is a line still being written
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in series:
+            continue
+        try:
+            step, value = int(parts[0]), float(parts[2])
+        except ValueError:
+            continue
+        series[parts[1]][step] = value
+    return series
+
+
+def references_for(n_params):
+    """The HellaSwag reference lines for the size closest to n_params (124M when unknown)."""
+    if n_params is None:
+        return HELLASWAG_REFERENCES[124e6]
+    return HELLASWAG_REFERENCES[min(HELLASWAG_REFERENCES, key=lambda size: abs(size - n_params) / size)]
+
+
+def run_size(run_dir):
+    """Parameter count of a run's model, read from its newest checkpoint's config; None without one."""
+    import train_gpt2 as tg
+
+    ckpts = tg.checkpoint_paths(run_dir)
+    if not ckpts:
+        return None
+    import torch
+
+    with torch.device("meta"):
+        model = tg.GPT(tg.GPTConfig(**tg.load_checkpoint(ckpts[-1])["config"]))
+    return model.num_params()
+
+
+def plot_runs(run_dirs, out_png=None, n_params=None):
+    """Two panels: train/val loss on a log scale with the GPT-2 124M line, and HellaSwag with the GPT-2 and
+    GPT-3 lines for the model size (taken from the first run's checkpoint unless n_params is given).
+    Writes out_png if given; returns the matplotlib Figure (its lines carry exactly the logged series)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 5), layout="constrained")
+    loss_ax, hella_ax = fig.subplots(1, 2)
+    for run in run_dirs:
+        series = read_log(run)
+        name = os.path.basename(os.path.normpath(run))
+        for kind, ax in (("train", loss_ax), ("val", loss_ax), ("hella", hella_ax)):
+            if series[kind]:
+                steps = sorted(series[kind])
+                ax.plot(steps, [series[kind][s] for s in steps], label=f"{name} {kind}", alpha=0.8)
+    loss_ax.axhline(GPT2_124M_VAL_LOSS, color="red", linestyle="--", label=f"OpenAI GPT-2 124M val ({GPT2_124M_VAL_LOSS})")
+    loss_ax.set(yscale="log", xlabel="step", ylabel="loss", title="loss")
+    if n_params is None and run_dirs:
+        n_params = run_size(run_dirs[0])
+    for (label, acc), color in zip(references_for(n_params), ("red", "green")):
+        hella_ax.axhline(acc, color=color, linestyle="--", label=f"{label} ({acc})")
+    hella_ax.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
+    for ax in (loss_ax, hella_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if out_png:
+        fig.savefig(out_png, dpi=100)
+    return fig
+
+
+def summarize(run_dir):
+    """One line: the lowest train and val loss and the best HellaSwag, with their steps."""
+    series = read_log(run_dir)
+    parts = [os.path.normpath(run_dir)]
+    for kind, best, label in (("train", min, "min train loss"), ("val", min, "min val loss"),
+                              ("hella", max, "max HellaSwag")):
+        if series[kind]:
+            step = best(series[kind], key=series[kind].get)
+            parts.append(f"{label} {series[kind][step]:.4f} (step {step})")
+    return " | ".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories (or their log.txt files)")
+    parser.add_argument("-o", "--out", help="PNG to write (default: plot.png in the first run directory)")
+    parser.add_argument("--n-params", type=float, help="model size for the HellaSwag reference lines "
+                                                       "(default: from the run's checkpoint, else 124M)")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        log = os.path.join(run, "log.txt") if os.path.isdir(run) else run
+        if not os.path.isfile(log):
+            parser.error(f"no log file at {log}")
+    out = args.out or os.path.join(args.runs[0] if os.path.isdir(args.runs[0]) else os.path.dirname(args.runs[0]),
+                                   "plot.png")
+    plot_runs(args.runs, out, args.n_params)
+    for run in args.runs:
+        print(summarize(run))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
