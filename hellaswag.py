@@ -112,12 +112,13 @@ def attention_mask(segments):
     return ((same | context) & causal)[:, None]
 
 
-def score(logits_fn, examples, enc, batch_size, device, n_batches=None, multiple=8):
+def score(logits_fn, examples, enc, batch_size, device, n_batches=None, pad_to=None):
     """Per-example (4,) summed and mean cross-entropy of every ending, `batch_size` packed examples per forward
     pass. logits_fn(tokens, positions, mask, rows, cols) returns the logits at positions (rows, cols) only: the
-    ones that predict an ending token. Examples are sorted by length so that little padding is needed; rows are
-    padded to a multiple of `multiple` (a compiled model sees few shapes) and the last batch with empty rows.
-    n_batches > needed adds all-padding batches, so that every rank makes as many forward passes (FSDP needs it)."""
+    ones that predict an ending token. Examples are sorted by length so that little padding is needed: rows are
+    padded to a multiple of 8, or all to pad_to (one shape, so a compiled model compiles once); the last batch
+    gets empty rows. n_batches > needed adds all-padding batches, so that every rank makes as many forward
+    passes (FSDP needs that)."""
     packed = [pack(ex, enc) for ex in examples]
     order = sorted(range(len(packed)), key=lambda i: -len(packed[i][0]))
     n_batches = n_batches or math.ceil(len(examples) / batch_size)
@@ -125,8 +126,7 @@ def score(logits_fn, examples, enc, batch_size, device, n_batches=None, multiple
     counts = torch.zeros(len(examples), 4)
     for b in range(n_batches):
         chunk = order[b * batch_size : (b + 1) * batch_size]
-        L = max([len(packed[i][0]) for i in chunk] + [1])
-        L = math.ceil(L / multiple) * multiple
+        L = pad_to or math.ceil(max([len(packed[i][0]) for i in chunk] + [1]) / 8) * 8
         tokens = torch.zeros((batch_size, L), dtype=torch.long)
         positions = torch.zeros((batch_size, L), dtype=torch.long)
         segments = torch.full((batch_size, L), PAD_SEGMENT, dtype=torch.long)
@@ -177,12 +177,17 @@ def longest_row(examples, enc):
     return max(len(row) for ex in examples for row in render(ex, enc)[0])
 
 
-def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1):
+def packed_length(examples, enc):
+    """The longest packed row (context + four endings), rounded up to a multiple of 64: one shape for all."""
+    return math.ceil(max(len(pack(ex, enc)[0]) for ex in examples) / 64) * 64
+
+
+def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1, pad_to=None):
     """acc and acc_norm over the examples. With world_size > 1, rank k scores examples k, k + W, ... and the
     counts are summed across ranks, so every rank returns the totals."""
     mine = examples[rank::world_size]
     n_batches = math.ceil(math.ceil(len(examples) / world_size) / batch_size)  # the same on every rank
-    sums, means = score(logits_fn, mine, enc, batch_size, device, n_batches)
+    sums, means = score(logits_fn, mine, enc, batch_size, device, n_batches, pad_to)
     labels = torch.tensor([ex["label"] for ex in mine], dtype=torch.long)
     counts = torch.tensor([len(mine), (sums.argmin(1) == labels).sum().item(), (means.argmin(1) == labels).sum().item()],
                           dtype=torch.long, device=device)
@@ -202,11 +207,12 @@ def main(argv=None):
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                         help="autocast dtype (auto: bfloat16 on cuda, float32 elsewhere)")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
-                        help="which file (the test split has no labels upstream)")
+    parser.add_argument("--split", default="val", choices=["train", "val"], help="which file")
     parser.add_argument("--limit", type=int, help="only the first N examples")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the jsonl files are kept")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model; every batch is then padded to one shape, so it compiles once")
     args = parser.parse_args(argv)
 
     import train_gpt2 as tg
@@ -229,9 +235,15 @@ def main(argv=None):
         return 1
 
     autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+    if args.compile:  # the transformer body; the head only runs on the gathered positions
+        if args.hf:
+            model.transformer = torch.compile(model.transformer)
+        else:
+            model.hidden_states = torch.compile(model.hidden_states)
     forward = (hf_logits_fn if args.hf else gpt_logits_fn)(model, autocast)
     t0 = time.time()
-    result = evaluate(forward, examples, enc, device, args.batch_size)
+    result = evaluate(forward, examples, enc, device, args.batch_size,
+                      pad_to=packed_length(examples, enc) if args.compile else None)
     dt = time.time() - t0
     print(f"{args.model} on HellaSwag {args.split}: {result['n']} examples | acc {result['acc']:.4f} "
           f"({result['correct']}/{result['n']}) | acc_norm {result['acc_norm']:.4f} ({result['correct_norm']}/"

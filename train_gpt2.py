@@ -563,8 +563,11 @@ def load_checkpoint(path):
 
 def load_model(name_or_path):
     """Every reader's way to a model: one of our checkpoint files, a run directory (its latest checkpoint),
-    a Hugging Face GPT-2 directory, or an OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl)."""
+    a Hugging Face GPT-2 directory, an OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), or one of
+    our other presets (tiny, mini, gpt3-*) with fresh random weights, a chance-level baseline."""
     path = name_or_path
+    if path in PRESETS and not path.startswith("gpt2") and not os.path.exists(path):
+        return GPT(preset(path)[0])
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
         ckpts = checkpoint_paths(path)
         if not ckpts:

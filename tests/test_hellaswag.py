@@ -1,6 +1,7 @@
 """hellaswag.py: rendering, batched and sharded scoring against a one-example-at-a-time reference."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -136,6 +137,25 @@ def test_command_line_on_a_checkpoint_and_an_hf_directory(model, tmp_path):
         assert line in r.stdout and "examples/s" in r.stdout
     r = run_cli("-m", tmp_path, "--cache-dir", tmp_path, "--device", "cpu", "--limit", 2)
     assert "2 examples" in r.stdout
+
+
+def test_one_fixed_shape_gives_the_same_scores_and_compiles_once(model, tmp_path):
+    examples = make_examples(7, seed=8)
+    pad_to = hellaswag.packed_length(examples, enc)
+    assert pad_to % 64 == 0 and pad_to >= max(len(hellaswag.pack(ex, enc)[0]) for ex in examples)
+    fixed = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, 3, "cpu", pad_to=pad_to)
+    bucketed = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, 3, "cpu")
+    assert torch.allclose(fixed[0], bucketed[0], atol=1e-4) and torch.allclose(fixed[1], bucketed[1], atol=1e-5)
+
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, tmp_path / "ckpt_000001.pt")
+    r = subprocess.run([sys.executable, str(ROOT / "hellaswag.py"), "-m", str(tmp_path), "--cache-dir", str(tmp_path),
+                        "--device", "cpu", "--batch-size", "3", "--compile"], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "TORCH_LOGS": "recompiles"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    expected = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, enc, "cpu")
+    assert f"acc_norm {expected['acc_norm']:.4f} ({expected['correct_norm']}/7)" in r.stdout
+    assert "Recompiling" not in r.stderr
 
 
 def test_bad_input(tmp_path):

@@ -174,3 +174,30 @@ def test_clear_errors(small, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ValueError, match="is not a GPT-2 checkpoint directory"):
         tg.GPT.from_pretrained(str(tmp_path))
+
+
+def test_load_model_takes_every_model_identity(small, tmp_path):
+    _, ours = small
+    tg.export_hf(ours, tmp_path / "hf")
+    (tmp_path / "run").mkdir()
+    torch.save({"model": ours.state_dict(), "config": tg.asdict(ours.config)}, tmp_path / "run" / "ckpt_000007.pt")
+    idx = torch.randint(0, 300, (1, 10))
+    for identity in (tmp_path / "hf", tmp_path / "run", tmp_path / "run" / "ckpt_000007.pt"):
+        model = tg.load_model(str(identity)).eval()
+        with torch.no_grad():
+            assert (model(idx)[0] - ours(idx)[0]).abs().max().item() <= 1e-5, identity
+    assert tg.load_model("tiny").config == tg.preset("tiny")[0]  # a preset: fresh weights
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds neither checkpoints"):
+        tg.load_model(str(tmp_path / "empty"))
+
+
+def test_generation_under_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    model = tg.GPT(tg.GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=4, n_embd=64)).eval()
+    prompts = [[1, 2, 3], [4, 5]]
+    eager = model.generate(prompts, 12, temperature=0)
+    model.forward = torch.compile(model.forward)  # the prefill and the one-token decode step each compile once
+    assert model.generate(prompts, 12, temperature=0) == eager
+    assert model.generate(prompts, 12, generator=torch.Generator().manual_seed(3)) == \
+        model.generate(prompts, 12, generator=torch.Generator().manual_seed(3))
