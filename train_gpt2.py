@@ -195,12 +195,9 @@ class GPT(nn.Module):
             cache.pos += T
         return self.transformer.ln_f(x)
 
-    def num_params(self, non_embedding=False):
+    def num_params(self):
         """Parameters, counting the tied wte/lm_head matrix once."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.transformer.wpe.weight.numel() + self.transformer.wte.weight.numel()
-        return n
+        return sum(p.numel() for p in self.parameters())
 
     @classmethod
     def from_pretrained(cls, name_or_dir):
@@ -292,12 +289,12 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 
 
 def gpt2_tokenizer():
-    """tiktoken's GPT-2 BPE. It downloads two files on first use; offline machines point TIKTOKEN_CACHE_DIR at a copy."""
+    """tiktoken's GPT-2 BPE. It downloads two files on first use; offline, TIKTOKEN_CACHE_DIR points at a copy."""
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:
-        raise FileNotFoundError(f"could not load the GPT-2 tokenizer ({type(e).__name__}); offline, set TIKTOKEN_CACHE_DIR "
-                           "to a folder holding tiktoken's cached GPT-2 files (see README)") from None
+        raise FileNotFoundError(f"could not load the GPT-2 tokenizer ({type(e).__name__}); offline, set "
+                                "TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached GPT-2 files") from None
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
@@ -313,7 +310,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         sorted_logits, order = torch.sort(logits, descending=True)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token is always kept
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        drop = drop.scatter(1, order, drop)  # from sorted order back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
