@@ -7,7 +7,8 @@ Text -> GPT-2 token shards for train_gpt2.py.
 
 Every document is tokenized as [<|endoftext|>] + gpt2(text), in --workers processes, and the documents are
 laid end to end into shards of --shard-size tokens (uint16 .npy files): {prefix}_val_000000.npy holds the
-first --val-tokens tokens, {prefix}_train_000001.npy, ... the rest. A document runs across a shard boundary when it has to.
+first --val-tokens tokens, {prefix}_train_000001.npy, ... the rest. A document runs across a shard boundary
+when it has to.
 manifest.json beside the shards records where they came from and how far the job got, so a re-run skips
 the shards already written and continues from the next document. A shard is written under a temporary
 name and renamed only when complete, so an interrupted job never leaves a partial shard behind.

@@ -78,7 +78,7 @@ def load_examples(path, limit=None):
 
 def render(example, enc):
     """Context tokens + each ending's tokens (encoded with a leading space, as it follows the context).
-    Returns four token lists and, for each, the index where its ending starts."""
+    Returns the four token lists and the context length, where every ending starts."""
     ctx = enc.encode(example["ctx"])
     rows = [ctx + enc.encode(" " + ending) for ending in example["endings"]]
     return rows, len(ctx)
@@ -218,9 +218,6 @@ def main(argv=None):
     import train_gpt2 as tg
 
     device = args.device or tg.autodetect_device()
-    device_type = device.split(":")[0]
-    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
-             "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
     try:
         examples = load_examples(data_path(args.split, args.cache_dir), args.limit)
         enc = tg.gpt2_tokenizer()
@@ -234,7 +231,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+    autocast = tg.autocast_context(device.split(":")[0], args.dtype)
     if args.compile:  # the transformer body; the head only runs on the gathered positions
         if args.hf:
             model.transformer = torch.compile(model.transformer)

@@ -527,6 +527,13 @@ def autodetect_device():
     return "cpu"
 
 
+def autocast_context(device_type, dtype="auto"):
+    """Mixed precision for forward passes: bf16 autocast on cuda by default, plain float32 elsewhere."""
+    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def setup_distributed(device):
     """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a single process.
     Returns (rank, world_size, device): one GPU per process, nccl between GPUs, gloo between CPU processes."""
@@ -572,11 +579,14 @@ def load_model(name_or_path):
             raise ValueError(f"{path} holds neither checkpoints (ckpt_*.pt) nor a Hugging Face config.json")
         path = ckpts[-1]
     if os.path.isfile(path):
-        ckpt = load_checkpoint(path)
-        model = GPT(GPTConfig(**ckpt["config"]))
-        model.load_state_dict(ckpt["model"])
-        return model
+        return model_from_checkpoint(load_checkpoint(path))
     return GPT.from_pretrained(path)
+
+
+def model_from_checkpoint(ckpt):
+    model = GPT(GPTConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model
 
 
 class StopRequest:
@@ -598,8 +608,6 @@ def train(args):
     log = print if master else (lambda *a, **k: None)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
-             "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
 
     # the model: a preset with fresh weights, or weights to start from
     ckpt = None
@@ -612,8 +620,7 @@ def train(args):
         if args.init_from is None and config != preset(args.model)[0]:
             raise ValueError(f"{ckpts[-1]} is a checkpoint of another model ({config}); resume with the --model "
                              f"that wrote it, not '{args.model}'")
-        model = GPT(config)
-        model.load_state_dict(ckpt["model"])
+        model = model_from_checkpoint(ckpt)
         log(f"resuming from {ckpts[-1]} at step {ckpt['step']}")
     elif args.init_from:
         model = load_model(args.init_from)
@@ -658,7 +665,7 @@ def train(args):
         torch.set_rng_state(ckpt["rng"]["torch"])
         start_step = ckpt["step"]
     train_model = torch.compile(model) if args.compile else model
-    autocast = torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+    autocast = autocast_context(device_type, args.dtype)
 
     if args.hellaswag_interval:
         try:
@@ -706,9 +713,8 @@ def train(args):
         write_log(f"{step} val {val_loss:.4f}")
 
     def evaluate_hellaswag(step):
-        # the raw (uncompiled) module: its own fixed shapes, and no recompiling of the training graph
+        # the raw (uncompiled) module: HellaSwag's shapes would recompile the training graph
         raw_model.eval()
-
         result = hellaswag.evaluate(hellaswag.gpt_logits_fn(raw_model, autocast), hella_examples, gpt2_tokenizer(),
                                     device, args.hellaswag_batch_size, rank, world_size)
         raw_model.train()
@@ -774,7 +780,8 @@ def train(args):
             loss.backward()
         # one all-reduce carries the loss for logging and whether any rank was asked to stop
         stats = all_reduce_mean(torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)]))
-        loss_value, stop_now = stats[0].item(), stats[1].item() > 0
+        loss_value, stop_votes = stats.tolist()  # one device-to-host copy per step
+        stop_now = stop_votes > 0
         if not math.isfinite(loss_value):
             last = checkpoint_paths(args.out_dir)
             raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
