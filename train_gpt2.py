@@ -135,6 +135,43 @@ class KVCache:
         return self.k[layer], self.v[layer]
 
 
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits x @ weight.T against targets, without ever holding all the logits.
+
+    The logits are the largest activation in GPT-2 training: (B*T, 50304), 3.3 GB in fp32 at B=16, T=1024, kept
+    for the backward pass. Here they are made chunk_size rows at a time, and each chunk's gradient is taken at
+    once (d loss / d logits = (softmax - one_hot(target)) / N) and pushed through the matmul, so only the
+    gradients of x (N, C) and weight (V, C) wait for backward. Under autocast the matmuls run in bf16 like
+    lm_head's would; the softmax and the weight gradient's running sum are fp32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk_size, with_grad):
+        # x (N, C), weight (V, C), targets (N,); with_grad: whether backward will be called (no_grad evals skip it)
+        N = x.size(0)
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if with_grad else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
+        for start in range(0, N, chunk_size):
+            xs, ts = x[start : start + chunk_size], targets[start : start + chunk_size]
+            logits = (xs @ weight.t()).float()  # (n, V): the only logits in memory
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            loss += (lse - logits.gather(1, ts[:, None]).squeeze(1)).sum()  # -log softmax at the targets
+            if with_grad:
+                grad = torch.exp(logits - lse[:, None])  # softmax
+                grad[torch.arange(len(ts), device=ts.device), ts] -= 1.0
+                grad = (grad / N).to(x.dtype)
+                grad_x[start : start + chunk_size] = grad @ weight
+                grad_w += grad.t() @ xs
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_x, grad_w)
+        return loss / N
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None
+
+
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -164,10 +201,15 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, cache=None, last_only=False):
+    def forward(self, idx, targets=None, cache=None, last_only=False, loss_chunk_size=0):
         """idx: (B, T) token ids. Returns (logits, loss): logits (B, T, vocab_size), or (B, 1, vocab_size)
-        with last_only; loss is the mean cross-entropy against targets (B, T), or None."""
+        with last_only; loss is the mean cross-entropy against targets (B, T), or None. With targets and a
+        loss_chunk_size, the loss is computed loss_chunk_size positions at a time and logits is None."""
         x = self.hidden_states(idx, cache)
+        if targets is not None and loss_chunk_size:
+            loss = ChunkedCrossEntropy.apply(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                             loss_chunk_size, torch.is_grad_enabled())
+            return None, loss
         if last_only:
             x = x[:, [-1], :]  # sampling only needs the next-token distribution
         logits = self.lm_head(x)  # (B, T, vocab_size)
@@ -705,7 +747,7 @@ def train(args):
             for _ in range(args.eval_steps):
                 x, y = val_loader.next_batch()
                 with autocast:
-                    _, loss = train_model(x.to(device), y.to(device))
+                    _, loss = train_model(x.to(device), y.to(device), loss_chunk_size=args.loss_chunk_size)
                 total += loss / args.eval_steps
         val_loss = all_reduce_mean(total).item()
         train_model.train()
@@ -766,6 +808,8 @@ def train(args):
         loss_accum = torch.zeros((), device=device)
         for micro_step in range(grad_accum_steps):
             x, y = train_loader.next_batch()
+            if device_type == "cuda":  # from page-locked memory the copy runs asynchronously, beside GPU work
+                x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # average gradients across ranks only after the last micro-batch, not after every one
             sync = micro_step == grad_accum_steps - 1
@@ -774,7 +818,7 @@ def train(args):
             elif world_size > 1:
                 model.require_backward_grad_sync = sync
             with autocast:
-                _, loss = train_model(x, y)
+                _, loss = train_model(x, y, loss_chunk_size=args.loss_chunk_size)
             loss = loss / grad_accum_steps  # the step's loss is the mean over all micro-batches, not their sum
             loss_accum += loss.detach()
             loss.backward()
@@ -882,6 +926,9 @@ def parse_args(argv=None):
     s.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                    help="autocast dtype for forward passes (auto: bfloat16 on cuda, float32 elsewhere)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
+    s.add_argument("--loss-chunk-size", type=int, default=0,
+                   help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
+                        "(less memory, room for a larger -B); 0: the full logits, as in the lecture")
     s.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (one shard per rank) instead of DDP")
 
     pre, _ = p.parse_known_args(argv)
@@ -898,6 +945,8 @@ def parse_args(argv=None):
                  "hellaswag_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.loss_chunk_size < 0:
+        p.error("--loss-chunk-size must be 0 (off) or positive")
     return args
 
 

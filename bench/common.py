@@ -9,7 +9,8 @@ import sys
 
 import torch
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# BENCH_RESULTS sends them elsewhere (bench/gpu_check.sh: straight into the folder the GPU machine returns)
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def device_name(device):

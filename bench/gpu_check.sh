@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
-# Everything issue 7 needs from a GPU, in one run, from the repository root on the GPU machine:
+# What only a GPU can show, in three stages that each fit one device call (10 minutes at most):
 #
-#   mkdir -p .device && cp -r ../shared/tiktoken_cache ../shared/data/tinyshakespeare.txt .device/   # here, first
-#   bash bench/gpu_check.sh          # there (the device tool: carry [".device"]); results land in bench/results/
+#   mkdir -p .device/data && cp -r ../shared/tiktoken_cache .device/ \
+#     && cp ../shared/data/tinyshakespeare.txt .device/data/        # here, once (.device is git-ignored)
+#   bash bench/gpu_check.sh check     # there, with the device tool: carry [".device"]
+#   bash bench/gpu_check.sh speed
+#   bash bench/gpu_check.sh tune
 #
-# MODEL, B_LIST, STEPS and DEVICE change the workload (DEVICE=cpu MODEL=tiny is a dry run of the plumbing).
-set -euo pipefail
+#   check  the CUDA tests; gpt2 trained for STEPS steps with bf16 + compile + fused AdamW on Tiny Shakespeare, and
+#          on a synthetic corpus stopped at step 30 and resumed; val loss, HellaSwag and samples on, recompiles
+#          counted
+#   speed  one optimizer step at T for each B in B_LIST: the lecture's configuration, eager, compiled, compiled
+#          with the chunked loss (tokens/s, MFU, peak memory); the real training loop at B_TOP, compiled, with and
+#          without the chunked loss; a profile of the compiled step
+#   tune   at B_TOP: compile mode max-autotune and cuDNN attention; B=2*B_TOP with the chunked loss; sampling and
+#          HellaSwag speed (compiled and not)
+#
+# Every figure goes to $OUT (what the device tool brings back) as soon as it is made, or to bench/results/
+# without OUT. MODEL, B_LIST, B_TOP, TOTAL, STEPS, T and DEVICE change the workload: DEVICE=cpu MODEL=tiny T=128
+# B_LIST=4 B_TOP=4 TOTAL=1024 STEPS=32 PY=python is a dry run of the plumbing on a CPU (in a scratch clone).
+set -uo pipefail  # no -e: a failing part must not cost the figures of the others
 MODEL=${MODEL:-gpt2}
-B_LIST=${B_LIST:-"16 32 64"}
+B_LIST=${B_LIST:-"32 64"}
+B_TOP=${B_TOP:-64}
+TOTAL=${TOTAL:-524288}  # tokens per optimizer step in the training-loop measurement: the GPT-2 recipe's
 STEPS=${STEPS:-50}
-DEVICE=${DEVICE:-cuda}
 T=${T:-1024}
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
 WORK=${WORK:-/tmp/gpu_check}
-export TIKTOKEN_CACHE_DIR="$PWD/.device/tiktoken_cache" HF_HUB_OFFLINE=1
-mkdir -p "$WORK" bench/results
+export TIKTOKEN_CACHE_DIR="$PWD/.device/tiktoken_cache" SHARED_DIR="$PWD/.device" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export BENCH_RESULTS="${OUT:-$PWD/bench/results}"
+mkdir -p "$WORK" "$BENCH_RESULTS"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
+run() { timeout "$1" "${@:2}" || echo "!!! exit $? from: ${*:2}" >&2; }  # each part gets a time limit of its own
 
 log "device"
-python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
+$PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
 
-log "CUDA-marked tests"
-python -m pytest -q -m cuda tests || true
+check() {
+  log "CUDA tests"
+  run 240 $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda.py > "$BENCH_RESULTS/gpu_check_tests.txt" 2>&1
+  tail -n 15 "$BENCH_RESULTS/gpu_check_tests.txt"
 
-log "data: Tiny Shakespeare shards, a learnable synthetic corpus, HellaSwag-format examples (offline)"
-rm -rf "$WORK"/ts "$WORK"/synthetic "$WORK"/run_*
-python fineweb.py --dataset tinyshakespeare --input .device/tinyshakespeare.txt --out "$WORK/ts" > /dev/null
-python - "$WORK" <<'PY'
+  log "data: Tiny Shakespeare shards, a learnable synthetic corpus, HellaSwag-format examples (offline)"
+  rm -rf "$WORK"/ts "$WORK"/synthetic "$WORK"/run_*
+  $PY fineweb.py --dataset tinyshakespeare --input .device/data/tinyshakespeare.txt --out "$WORK/ts" > /dev/null
+  $PY - "$WORK" <<'PY'
 import sys, numpy as np
 sys.path.insert(0, "tests")
 from pathlib import Path
@@ -35,33 +56,65 @@ work = Path(sys.argv[1])
 block = np.random.default_rng(0).integers(0, 50257, 4096, dtype=np.uint16)  # a random block, repeated: copyable
 np.save(work / "synthetic" / "synthetic_val_000000.npy", np.tile(block, 40))
 np.save(work / "synthetic" / "synthetic_train_000001.npy", np.tile(block, 400))
-write_jsonl(work / "hellaswag_val.jsonl", make_examples(512, seed=0))
+write_jsonl(work / "hellaswag_val.jsonl", make_examples(256, seed=0))
 PY
+  for data in ts synthetic; do
+    dir="$WORK/run_$data" out="$BENCH_RESULTS/gpu_check_train_$data"
+    common=(--model "$MODEL" --device "$DEVICE" --compile --data-dir "$WORK/$data" --out-dir "$dir" -B 16 -T "$T"
+            --total-batch-size $((16 * T * 4)) --max-steps "$STEPS" --warmup-steps 10 --eval-interval 25
+            --eval-steps 1 --hellaswag-interval 25 --hellaswag-dir "$WORK" --sample-interval 25
+            --checkpoint-interval 25)
+    if [ "$data" = ts ]; then
+      log "train $MODEL on Tiny Shakespeare for $STEPS steps"
+      TORCH_LOGS=recompiles run 200 $PY train_gpt2.py "${common[@]}" > "$out.txt" 2> "$out.stderr"
+    else
+      log "train $MODEL on the synthetic corpus to step 30, then resume to step $STEPS"
+      TORCH_LOGS=recompiles run 200 $PY train_gpt2.py "${common[@]}" --stop-at 30 > "$out.txt" 2> "$out.stderr"
+      TORCH_LOGS=recompiles run 150 $PY train_gpt2.py "${common[@]}" --resume >> "$out.txt" 2>> "$out.stderr"
+    fi
+    echo "recompiles: $(grep -c 'Recompiling function' "$out.stderr") (expected: one per invocation, for val loss)"
+    grep -E "val loss|HellaSwag|step +(0|9|29|30|49) \|" "$out.txt"
+    tail -n 3 "$out.stderr"
+    cp "$dir/log.txt" "${out}_log.txt"
+  done
+}
 
-# bf16 + compile + fused AdamW, val / HellaSwag / samples with compile on, a checkpoint and a resume
-for data in ts synthetic; do
-  run="$WORK/run_$data"
-  common=(--model "$MODEL" --device "$DEVICE" --compile --data-dir "$WORK/$data" --out-dir "$run" -B 16 -T "$T"
-          --total-batch-size $((16 * T * 4)) --max-steps "$STEPS" --warmup-steps 10 --eval-interval 25
-          --eval-steps 1 --hellaswag-interval 25 --hellaswag-dir "$WORK" --sample-interval 25 --checkpoint-interval 25)
-  log "train $MODEL on $data, stop at step 30"
-  TORCH_LOGS=recompiles python train_gpt2.py "${common[@]}" --stop-at 30 2> "$run.stderr" | tail -n 8
-  echo "recompiles: $(grep -c 'Recompiling function' "$run.stderr" || true)"
-  log "resume to step $STEPS"
-  python train_gpt2.py "${common[@]}" --resume | tail -n 6
-  python plot.py "$run" | tail -n 2
-  cp "$run/log.txt" "bench/results/gpu_check_${data}_log.txt"
+speed() {
+  for B in $B_LIST; do
+    log "one optimizer step, B=$B T=$T"
+    run 240 $PY bench/train_throughput.py --model "$MODEL" -B "$B" -T "$T" --device "$DEVICE" --steps 10 \
+      --variants lecture,eager,compiled,compiled_chunked | grep -E "^[a-z_]+ [{:]"
+  done
+  for chunk in 0 8192; do
+    log "the training loop (train_gpt2.py --compile --loss-chunk-size $chunk), B=$B_TOP"
+    run 150 $PY bench/trainer_speed.py --model "$MODEL" -B "$B_TOP" -T "$T" --total-batch-size "$TOTAL" \
+      --device "$DEVICE" --steps 15 \
+      --label "compiled_chunk$chunk" -- --compile --loss-chunk-size "$chunk" | grep -E '"(tokens_per_s|mfu)"'
+  done
+  log "profile of the compiled step, B=$B_TOP"
+  run 150 $PY bench/profile_step.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --variant compiled \
+    | grep -A8 share_by_kind
+}
+
+tune() {
+  log "compile modes and attention kernels, B=$B_TOP"
+  run 330 $PY bench/train_throughput.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --steps 10 \
+    --variants compiled,cudnn_attention,max_autotune --label tune | grep -E "^[a-z_]+ [{:]"
+  log "twice the micro-batch, B=$((2 * B_TOP)), with and without the chunked loss"
+  run 150 $PY bench/train_throughput.py --model "$MODEL" -B $((2 * B_TOP)) -T "$T" --device "$DEVICE" --steps 5 \
+    --variants compiled_chunked,compiled | grep -E "^[a-z_]+ [{:]"
+  log "sampling and HellaSwag speed"
+  run 60 $PY bench/sample_kvcache.py --model "$MODEL" --device "$DEVICE" | grep -E "tokens_per_s|speedup"
+  run 120 $PY bench/hellaswag_speed.py --model "$MODEL" --device "$DEVICE" --examples 512 --compile \
+    --text .device/data/tinyshakespeare.txt | grep -E "examples_per_s|speedup|identical"
+}
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(check speed tune)
+for stage in "${stages[@]}"; do
+  case $stage in
+    check|speed|tune) $stage ;;
+    *) echo "unknown stage '$stage'; stages: check speed tune" >&2; exit 2 ;;
+  esac
 done
-
-log "throughput at T=$T: lecture config vs ours eager vs ours compiled, peak memory"
-for B in $B_LIST; do
-  python bench/train_throughput.py --model "$MODEL" -B "$B" -T "$T" --device "$DEVICE" --steps 20 | tail -n 3 || true
-  mv "bench/results/train_throughput_${DEVICE}_${MODEL}.json" "bench/results/train_throughput_${DEVICE}_${MODEL}_B${B}.json"
-done
-
-log "sampling and HellaSwag speed on the device"
-python bench/sample_kvcache.py --model "$MODEL" --device "$DEVICE" | tail -n 4
-python bench/hellaswag_speed.py --model "$MODEL" --device "$DEVICE" --examples 512 --text .device/tinyshakespeare.txt \
-  | tail -n 4
-if [ -n "${OUT:-}" ]; then tar czf "$OUT/results.tgz" bench/results; fi  # the device tool brings back few files
-log "done"
+log "done: figures in $BENCH_RESULTS"

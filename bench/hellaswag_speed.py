@@ -5,6 +5,7 @@ The examples are HellaSwag-shaped (a context and four endings, lengths like the 
 from Tiny Shakespeare, so that the benchmark runs offline; pass --data for the real hellaswag_val.jsonl.
 
     python bench/hellaswag_speed.py --examples 200
+    python bench/hellaswag_speed.py --examples 512 --device cuda --compile   # also: compiled vs not
 """
 
 import argparse
@@ -62,6 +63,10 @@ def main():
     parser.add_argument("--examples", type=int, default=200, help="examples scored")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (batched scorer)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                        help="autocast dtype, as the trainer's --dtype (auto: bfloat16 on cuda, float32 elsewhere)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the batched scorer with the model compiled (the compiling pass untimed)")
     parser.add_argument("--data", help="a HellaSwag jsonl file (default: synthetic examples from Tiny Shakespeare)")
     parser.add_argument("--text", default=os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"),
                         help="text to cut synthetic examples from")
@@ -72,24 +77,44 @@ def main():
         examples = hellaswag.load_examples(args.data, args.examples)
     else:
         examples = synthetic_examples(args.examples, args.text)
+    device_type = args.device.split(":")[0]
+    torch.set_float32_matmul_precision("high")
     torch.manual_seed(0)
     model = tg.GPT(tg.preset(args.model, vocab_size=tg.GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
+    autocast = tg.autocast_context(device_type, args.dtype)
 
-    t0 = time.perf_counter()
-    _, means = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, args.batch_size, args.device)
-    batched_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    lecture_preds = lecture_loop(model, examples, enc, args.device)
-    lecture_s = time.perf_counter() - t0
+    def timed(fn):
+        t0 = time.perf_counter()
+        out = fn()  # both loops end by copying their results to the host, which waits for the device
+        return out, time.perf_counter() - t0
 
+    def batched(pad_to=None):
+        return hellaswag.score(hellaswag.gpt_logits_fn(model, autocast), examples, enc, args.batch_size,
+                               args.device, pad_to=pad_to)[1].argmin(1).tolist()
+
+    def lecture():
+        with autocast:
+            return lecture_loop(model, examples, enc, args.device)
+
+    hellaswag.score(hellaswag.gpt_logits_fn(model, autocast), examples[:8], enc, 8, args.device)  # warm-up
+    batched_preds, batched_s = timed(batched)
+    lecture_preds, lecture_s = timed(lecture)
     figures = {
-        "model": args.model, "examples": len(examples), "batch_size": args.batch_size,
+        "model": args.model, "examples": len(examples), "batch_size": args.batch_size, "dtype": args.dtype,
         "data": args.data or "synthetic (Tiny Shakespeare)",
         "batched_examples_per_s": round(len(examples) / batched_s, 2),
         "lecture_examples_per_s": round(len(examples) / lecture_s, 2),
         "speedup": round(lecture_s / batched_s, 2),
-        "identical_predictions": means.argmin(1).tolist() == lecture_preds,
+        "identical_predictions": batched_preds == lecture_preds,
     }
+    if args.compile:  # the body compiled, every batch padded to one shape: a first pass compiles, a second is timed
+        model.hidden_states = torch.compile(model.hidden_states)
+        pad_to = hellaswag.packed_length(examples, enc)
+        _, compile_s = timed(lambda: batched(pad_to))
+        compiled_preds, compiled_s = timed(lambda: batched(pad_to))
+        figures.update({"compiled_examples_per_s": round(len(examples) / compiled_s, 2),
+                        "compiled_first_pass_s": round(compile_s, 1),
+                        "compiled_identical_predictions": compiled_preds == batched_preds})
     save_result(f"hellaswag_speed_{args.device.split(':')[0]}", args.device, figures)
 
 

@@ -1,48 +1,92 @@
-"""Training throughput: tokens/s and FLOP/s (MFU on a known GPU) of one optimizer step (forward, backward,
-clip, AdamW) at a preset / B / T, for our eager and compiled configurations against the lecture's final
-configuration (eager: it turned torch.compile off; bf16 autocast; fused AdamW only on cuda) in the same run.
+"""Training throughput: tokens/s, FLOP/s (MFU on a known GPU) and peak memory of one optimizer step (forward,
+backward, clip, AdamW) at a preset / B / T, for several configurations measured one after another in the same
+process, against the lecture's final configuration (eager, since it turned torch.compile off; bf16 autocast;
+fused AdamW only on cuda):
+
+    lecture           the lecture's configuration
+    eager             ours without compile: fused AdamW on cpu too
+    compiled          torch.compile(model), the trainer's --compile
+    compiled_chunked  compiled, with the loss computed --loss-chunk-size positions at a time
+    max_autotune      compiled with mode="max-autotune-no-cudagraphs" (tries matmul configs; slow to compile)
+    cudnn_attention   compiled, scaled_dot_product_attention restricted to the cuDNN kernel (cuda only)
 
     python bench/train_throughput.py --model tiny -B 16 -T 256                 # CPU
     python bench/train_throughput.py --model gpt2 -B 64 -T 1024 --device cuda  # one GPU
 """
 
 import argparse
+import contextlib
+import gc
 import os
 import statistics
 import sys
 import time
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from common import save_result  # noqa: E402
 
+# name: (optimizer, compile mode or None, chunked loss, attention kernel or None)
+VARIANTS = {
+    "lecture": ("lecture", None, False, None),
+    "eager": ("ours", None, False, None),
+    "compiled": ("ours", "default", False, None),
+    "compiled_chunked": ("ours", "default", True, None),
+    "max_autotune": ("ours", "max-autotune-no-cudagraphs", False, None),
+    "cudnn_attention": ("ours", "default", False, SDPBackend.CUDNN_ATTENTION),
+}
 
-def measure(config, B, T, device, dtype, optimizer_fn, compile_model, warmup, steps):
-    """Median seconds per optimizer step on random tokens (the first `warmup` steps, compilation included,
-    are not timed)."""
+
+def lecture_optimizer(model, device_type):
+    """The lecture's: weight-decay groups, fused only on cuda."""
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device_type == "cuda")
+
+
+def make_step(config, B, T, device, dtype, variant, loss_chunk_size):
+    """A function that runs one optimizer step of `variant` on fixed random tokens."""
+    optimizer_name, compile_mode, chunked, attention = VARIANTS[variant]
+    device_type = device.split(":")[0]
     torch.manual_seed(0)
     model = tg.GPT(config).to(device)
-    optimizer = optimizer_fn(model)
-    forward = torch.compile(model) if compile_model else model
+    if optimizer_name == "lecture":
+        optimizer, dtype = lecture_optimizer(model, device_type), torch.bfloat16
+    else:
+        optimizer = tg.configure_optimizer(model, 0.1, 6e-4, device_type)
+    forward = torch.compile(model, mode=compile_mode) if compile_mode else model
+    kernel = sdpa_kernel(attention) if attention is not None else contextlib.nullcontext()
     x = torch.randint(0, tg.GPT2_VOCAB_SIZE, (B, T), device=device)
     y = torch.randint(0, tg.GPT2_VOCAB_SIZE, (B, T), device=device)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = forward(x, y)
+
+    def step():
+        with kernel, torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            _, loss = forward(x, y, loss_chunk_size=loss_chunk_size if chunked else 0)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
+        if device_type == "cuda":
             torch.cuda.synchronize()
+
+    return step
+
+
+def measure(step, device, warmup, steps):
+    """Median seconds per call of step(), and peak GPU memory in GiB (None on cpu). The first `warmup` calls,
+    compilation included, are not timed."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
-    del model, optimizer, forward
     return statistics.median(times), peak_mem
 
 
@@ -53,34 +97,43 @@ def main():
     parser.add_argument("-T", "--seq-len", type=int, default=256, help="sequence length")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="autocast dtype for ours")
+    parser.add_argument("--variants", default="lecture,eager,compiled,compiled_chunked",
+                        help=f"comma-separated, measured in this order; known: {', '.join(VARIANTS)}")
+    parser.add_argument("--loss-chunk-size", type=int, default=8192, help="positions per loss chunk (chunked variant)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--label", help="appended to the result file's name (two runs at one B and T)")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
 
     torch.set_float32_matmul_precision("high")
     config = tg.preset(args.model)[0]
     B, T, device = args.batch_size, args.seq_len, args.device
     device_type = device.split(":")[0]
-    ours_dtype = getattr(torch, args.dtype)
     flops = tg.flops_per_token(config, T)
     peak = tg.peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
-
-    def lecture_optimizer(model):  # the lecture: weight-decay groups, fused only on cuda
-        groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
-                  {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device_type == "cuda")
-
-    def our_optimizer(model):
-        return tg.configure_optimizer(model, 0.1, 6e-4, device_type)
-
-    runs = {
-        "lecture": (torch.bfloat16, lecture_optimizer, False),
-        "ours_eager": (ours_dtype, our_optimizer, False),
-        "ours_compiled": (ours_dtype, our_optimizer, True),
-    }
-    figures = {"model": args.model, "B": B, "T": T, "ours_dtype": args.dtype, "steps": args.steps, "results": {}}
-    for name, (dtype, optimizer_fn, compile_model) in runs.items():
-        dt, mem = measure(config, B, T, device, dtype, optimizer_fn, compile_model, args.warmup, args.steps)
+    figures = {"model": args.model, "B": B, "T": T, "ours_dtype": args.dtype, "loss_chunk_size": args.loss_chunk_size,
+               "steps": args.steps, "results": {}}
+    for name in variants:
+        if VARIANTS[name][3] is not None and device_type != "cuda":
+            print(f"{name}: skipped, cuda only", flush=True)
+            continue
+        try:
+            step = make_step(config, B, T, device, getattr(torch, args.dtype), name, args.loss_chunk_size)
+            dt, mem = measure(step, device, args.warmup, args.steps)
+        except torch.OutOfMemoryError:
+            figures["results"][name] = {"error": "out of memory"}
+            print(name, "out of memory", flush=True)
+            continue
+        finally:
+            step = None  # free this variant's model and optimizer before the next one
+            torch._dynamo.reset()  # every variant compiles from scratch
+            gc.collect()
+            if device_type == "cuda":
+                torch.cuda.empty_cache()
         tokens_per_sec = B * T / dt
         result = {"tokens_per_s": round(tokens_per_sec, 1), "ms_per_step": round(dt * 1000, 1),
                   "achieved_tflops": round(flops * tokens_per_sec / 1e12, 4)}
@@ -88,12 +141,13 @@ def main():
             result["mfu"] = round(flops * tokens_per_sec / peak, 4)
         if mem is not None:
             result["peak_memory_gib"] = round(mem, 2)
+        base = figures["results"].get("lecture", {}).get("tokens_per_s")
+        if base and name != "lecture":
+            result["speedup_vs_lecture"] = round(tokens_per_sec / base, 2)
         figures["results"][name] = result
         print(name, result, flush=True)
-    base = figures["results"]["lecture"]["tokens_per_s"]
-    for name in ("ours_eager", "ours_compiled"):
-        figures["results"][name]["speedup_vs_lecture"] = round(figures["results"][name]["tokens_per_s"] / base, 2)
-    save_result(f"train_throughput_{device_type}_{args.model}", device, figures)
+    label = f"_{args.label}" if args.label else ""
+    save_result(f"train_throughput_{device_type}_{args.model}_B{B}_T{T}{label}", device, figures)
 
 
 if __name__ == "__main__":

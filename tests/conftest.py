@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# Tiny Shakespeare and the tiktoken files; SHARED_DIR points elsewhere (bench/gpu_check.sh on a GPU machine)
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT))
 
 # the GPT-2 BPE files live in ../shared so that tiktoken works offline

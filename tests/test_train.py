@@ -113,7 +113,8 @@ def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(data, t
 
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
-    train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", nproc=2)
+    # with the loss in chunks (its weight gradient is made in the forward pass) and the full logits after loading
+    train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", "--loss-chunk-size", 40, nproc=2)
     ckpt = final_state(tmp_path)
     losses = read_log(tmp_path)["train"]
     assert losses[2] < losses[0]
@@ -196,6 +197,7 @@ def test_clear_errors(data, tmp_path):
         (["--resume"], "--resume: no checkpoint"),
         (["--model", "gpt5"], "unknown model preset 'gpt5'"),
         (["-T", 512], "longer than the model's block_size 256"),
+        (["--loss-chunk-size", -1], "--loss-chunk-size must be 0 (off) or positive"),
     ]
     for args, message in cases:
         r = train(data, tmp_path / "run", *args, check=False)
