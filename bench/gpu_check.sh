@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # What only a GPU can show, in three stages that each fit one device call (10 minutes at most):
 #
-#   mkdir -p .device/data && cp -r ../shared/tiktoken_cache .device/ \
-#     && cp ../shared/data/tinyshakespeare.txt .device/data/        # here, once (.device is git-ignored)
+#   bash bench/gpu_check.sh prepare   # here, once: .device/ (git-ignored) gets what the GPU machine cannot fetch
 #   bash bench/gpu_check.sh check     # there, with the device tool: carry [".device"]
 #   bash bench/gpu_check.sh speed
 #   bash bench/gpu_check.sh tune
 #
-#   check  the CUDA tests; gpt2 trained for STEPS steps with bf16 + compile + fused AdamW on Tiny Shakespeare, and
-#          on a synthetic corpus stopped at step 30 and resumed; val loss, HellaSwag and samples on, recompiles
-#          counted
-#   speed  one optimizer step at T for each B in B_LIST: the lecture's configuration, eager, compiled, compiled
-#          with the chunked loss (tokens/s, MFU, peak memory); the real training loop at B_TOP, compiled, with and
-#          without the chunked loss; a profile of the compiled step
-#   tune   at B_TOP: compile mode max-autotune and cuDNN attention; B=2*B_TOP with the chunked loss; sampling and
-#          HellaSwag speed (compiled and not)
+#   prepare  the tiktoken files and Tiny Shakespeare from ../shared, and wheels of `datasets` and the two
+#            packages it needs that the GPU machine's image lacks (fineweb.py reads every corpus through it)
+#   check    the CUDA tests; gpt2 trained for STEPS steps with bf16 + compile + fused AdamW on Tiny Shakespeare,
+#            and on a synthetic corpus stopped at step 30 and resumed; val loss, HellaSwag and samples on,
+#            recompiles counted
+#   speed    one optimizer step at T for each B in B_LIST: the lecture's configuration, eager, compiled, compiled
+#            with the chunked loss (tokens/s, MFU, peak memory); the real training loop at B_TOP, compiled, with
+#            and without the chunked loss; a profile of the compiled step
+#   tune     at B_TOP: compile mode max-autotune and cuDNN attention; B=2*B_TOP with the chunked loss; sampling
+#            and HellaSwag speed (compiled and not)
 #
 # Every figure goes to $OUT (what the device tool brings back) as soon as it is made, or to bench/results/
 # without OUT. MODEL, B_LIST, B_TOP, TOTAL, STEPS, T and DEVICE change the workload: DEVICE=cpu MODEL=tiny T=128
@@ -35,8 +36,23 @@ mkdir -p "$WORK" "$BENCH_RESULTS"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
 run() { timeout "$1" "${@:2}" || echo "!!! exit $? from: ${*:2}" >&2; }  # each part gets a time limit of its own
 
+if [ "${1:-}" = prepare ]; then
+  mkdir -p .device/data .device/whl
+  cp -r ../shared/tiktoken_cache .device/ && cp ../shared/data/tinyshakespeare.txt .device/data/
+  # the versions this project is tested with; py3.12, the GPU image's Python
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 -d .device/whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+  ls -l .device .device/whl
+  exit
+fi
+
 log "device"
+if ! $PY -c "import datasets" 2> /dev/null && ls .device/whl/*.whl > /dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
+$PY -m pip list 2> /dev/null | grep -iE "^(datasets|pyarrow|fsspec|huggingface.hub|transformers|tiktoken|numpy|triton|pytest) "
 
 check() {
   log "CUDA tests"
