@@ -60,6 +60,9 @@ def main():
         sys.exit(f"error: the trainer failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
     steps = {int(m.group(1)): m for m in map(STEP_LINE.search, r.stdout.splitlines()) if m}
     timed = [steps[s] for s in sorted(steps) if s >= args.skip]
+    if not timed:
+        sys.exit(f"error: no step lines like 'step N | loss ... | tok/sec ... | mfu ...' after step {args.skip} in "
+                 f"the trainer's output; STEP_LINE must follow train_gpt2.py's format:\n{r.stdout[-1500:]}")
     tokens_per_s = statistics.median(float(m.group(2).replace(",", "")) for m in timed)
     figures = {"model": args.model, "B": args.batch_size, "T": T, "total_batch_size": total, "label": args.label,
                "trainer_flags": args.trainer_flags, "timed_steps": len(timed), "tokens_per_s": round(tokens_per_s, 1)}

@@ -1,0 +1,46 @@
+"""The benchmark scripts still run and still read what the trainer prints (tiny shapes; speed is not asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def bench(tmp_path, script, *args):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / script), *map(str, args)], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "BENCH_RESULTS": str(tmp_path)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def result(tmp_path, name):
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_trainer_speed_reads_the_trainers_step_lines(tmp_path):
+    bench(tmp_path, "trainer_speed.py", "--model", "tiny", "-B", 2, "-T", 32, "--total-batch-size", 128,
+          "--steps", 4, "--skip", 1, "--device", "cpu", "--label", "chunked", "--", "--loss-chunk-size", 16)
+    figures = result(tmp_path, "trainer_speed_cpu_tiny_B2_T32_chunked")
+    assert figures["timed_steps"] == 3 and figures["tokens_per_s"] > 0 and figures["achieved_tflops"] > 0
+    assert figures["trainer_flags"] == ["--loss-chunk-size", "16"]
+    assert figures["command"].startswith("python") and figures["date"] and figures["torch"]
+
+
+def test_train_throughput_and_profile(tmp_path):
+    bench(tmp_path, "train_throughput.py", "--model", "tiny", "-B", 2, "-T", 32, "--warmup", 1, "--steps", 1,
+          "--variants", "lecture,eager,cudnn_attention", "--label", "x")
+    figures = result(tmp_path, "train_throughput_cpu_tiny_B2_T32_x")
+    assert set(figures["results"]) == {"lecture", "eager"}  # cuDNN attention is cuda only
+    assert figures["results"]["eager"]["speedup_vs_lecture"] > 0
+
+    bench(tmp_path, "profile_step.py", "--model", "tiny", "-B", 2, "-T", 32, "--variant", "eager", "--warmup", 1,
+          "--steps", 1, "--rows", 5)
+    profile = result(tmp_path, "profile_cpu_tiny_B2_T32_eager")
+    assert abs(sum(profile["share_by_kind"].values()) - 1) < 1e-3 and profile["share_by_kind"]["matmul"] > 0
+    assert len(profile["top"]) == 5 and (tmp_path / "profile_cpu_tiny_B2_T32_eager.txt").read_text()
+
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--variants", "fast"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown variants ['fast']" in r.stderr
