@@ -489,7 +489,9 @@ class DataLoader:
         self.reset()
 
     def reset(self):
-        self.load_state_dict({"epoch": 0, "shard": 0, "round": 0})
+        self.epoch, self.shard, self.round = 0, 0, 0
+        self._plan_epoch()
+        self._open_current_shard()
 
     def state_dict(self):
         """Where the next batch comes from: enough to continue a run exactly."""
@@ -497,13 +499,28 @@ class DataLoader:
                 "B": self.B, "T": self.T, "world_size": self.world_size, "shuffle": self.shuffle, "seed": self.seed}
 
     def load_state_dict(self, state):
-        for key in ("B", "T", "world_size", "shuffle", "seed"):
+        """Continue where state left off. Without shuffle, B, T and the number of ranks may differ from the run
+        that saved it (a job resumed on fewer GPUs): the position is kept in tokens, rounded up to a whole
+        round of this run, so that no token is read twice and fewer than B*T*world_size are skipped."""
+        for key in ("shuffle", "seed"):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(f"data loader state was saved with {key}={state[key]}, this run has "
                                  f"{key}={getattr(self, key)}; resume with the same setting")
-        self.epoch, self.shard, self.round = state["epoch"], state["shard"], state["round"]
+        saved = {key: state.get(key, getattr(self, key)) for key in ("B", "T", "world_size")}
+        if self.shuffle and saved != {"B": self.B, "T": self.T, "world_size": self.world_size}:
+            raise ValueError(f"data loader state was saved with B={saved['B']}, T={saved['T']} on "
+                             f"{saved['world_size']} ranks, this run has B={self.B}, T={self.T} on {self.world_size}; "
+                             "--shuffle permutes chunks of B*T tokens dealt to the ranks, so resume a shuffled run "
+                             "with the same -B, -T and number of ranks")
+        saved_round_tokens = saved["B"] * saved["T"] * saved["world_size"]
+        round_tokens = self.B * self.T * self.world_size
+        self.epoch, self.shard = state["epoch"], state["shard"]
+        self.round = -(-state["round"] * saved_round_tokens // round_tokens)  # ceil: the first round not yet read
         self._plan_epoch()
-        self._open_current_shard()
+        if self.round >= self.rounds[self.shard_order[self.shard]]:
+            self._next_shard()  # the rest of this shard is shorter than one of our rounds
+        else:
+            self._open_current_shard()
 
     def _plan_epoch(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -526,15 +543,17 @@ class DataLoader:
         buf = torch.from_numpy(buf.astype(np.int64))  # uint16 on disk -> int64 for the embedding lookup
         x = buf[:-1].view(B, T)  # inputs
         y = buf[1:].view(B, T)  # targets: the next token at every position
-        # advance: next round, next shard, next epoch
         self.round += 1
         if self.round == self.rounds[self.shard_order[self.shard]]:
-            self.round, self.shard = 0, self.shard + 1
-            if self.shard == len(self.paths):
-                self.epoch, self.shard = self.epoch + 1, 0
-                self._plan_epoch()
-            self._open_current_shard()
+            self._next_shard()
         return x, y
+
+    def _next_shard(self):
+        self.round, self.shard = 0, self.shard + 1
+        if self.shard == len(self.paths):  # the end of an epoch
+            self.epoch, self.shard = self.epoch + 1, 0
+            self._plan_epoch()
+        self._open_current_shard()
 
 
 # -----------------------------------------------------------------------------

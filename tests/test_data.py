@@ -241,8 +241,38 @@ def test_resume_yields_the_same_next_batches(tmp_path, shuffle):
             xa, ya = a.next_batch()
             xb, yb = b.next_batch()
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    with pytest.raises(ValueError, match="saved with B=2, this run has B=4"):
-        tg.DataLoader(d, 4, 8, "train", shuffle=shuffle).load_state_dict(state)
+    if shuffle:
+        with pytest.raises(ValueError, match="saved with B=2, T=8 on 2 ranks, this run has B=4, T=8 on 1.*same -B"):
+            tg.DataLoader(d, 4, 8, "train", shuffle=True).load_state_dict(state)
+    with pytest.raises(ValueError, match="saved with shuffle="):
+        tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=not shuffle).load_state_dict(state)
+
+
+def test_resume_on_other_ranks_and_batch_shapes_continues_at_the_same_token(tmp_path):
+    d = write_shards(tmp_path / "d", [50, 300, 500])  # train shard 1 holds tokens 50..349, shard 2 350..849
+    for k in [0, 4, 8, 9, 20]:  # rounds of 32 tokens: inside shard 1, its last round, shard 2, the next epoch
+        ranks = [tg.DataLoader(d, 2, 8, "train", rank=r, world_size=2) for r in range(2)]
+        for loader in ranks:
+            epoch_inputs(loader, k)
+        state = ranks[0].state_dict()
+        next_round = torch.cat([loader.next_batch()[0].flatten() for loader in ranks])  # what the 2 ranks read next
+        # one rank, 4 x 4 (rounds of 16 divide 32): exactly the same tokens, in the same order
+        one = tg.DataLoader(d, 4, 4, "train")
+        one.load_state_dict(state)
+        assert torch.equal(torch.cat([one.next_batch()[0].flatten() for _ in range(2)]), next_round)
+        # rounds of 24 or 40 tokens: from the first whole round at or after that token (nothing read twice), or
+        # from the next shard when this one has no whole round left
+        for B, T in [(3, 8), (5, 8)]:
+            other = tg.DataLoader(d, B, T, "train")
+            other.load_state_dict(state)
+            assert other.next_batch()[0][0, 0].item() == first_token_after(next_round[0].item(), B * T)
+
+
+def first_token_after(token, round_tokens):
+    """In the shards above: the first token of the first whole round that starts at or after token."""
+    start, size, next_start = (50, 300, 350) if token < 350 else (350, 500, 50)
+    r = -(-(token - start) // round_tokens)
+    return start + r * round_tokens if r < (size - 1) // round_tokens else next_start
 
 
 def test_lecture_shards_and_fineweb_shards_load(tmp_path):

@@ -101,15 +101,22 @@ def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path, nproc):
     assert_same_tensors(final_state(out)["model"], final_state(tmp_path / "straight")["model"])
 
 
-def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(data, tmp_path):
+def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     # 256 tokens per step: 2 ranks x 2 micro-batches of 2 x 32, or 1 rank x 4 micro-batches
     r = train(data, tmp_path / "ddp", "--max-steps", 3, "--eval-interval", 3, nproc=2)
     assert "2 ranks x 2 accumulation steps" in r.stdout
     r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
     assert "1 ranks x 4 accumulation steps" in r.stdout
+    single = read_log(tmp_path / "single")["train"]
     assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
-    ddp_losses, single_losses = read_log(tmp_path / "ddp")["train"], read_log(tmp_path / "single")["train"]
-    assert all(abs(ddp_losses[s] - single_losses[s]) < 1e-5 for s in range(3))
+    assert all(abs(read_log(tmp_path / "ddp")["train"][s] - single[s]) < 1e-5 for s in range(3))
+    # a job on 2 ranks, preempted, continued on 1 rank: its loader position, 2 rounds of 2 x (2 x 32) tokens,
+    # becomes 4 rounds of 2 x 32, and each step still sees the same 256 tokens
+    train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--stop-at", 1, nproc=2)
+    r = train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--resume")
+    assert "1 ranks x 4 accumulation steps" in r.stdout
+    assert_same_tensors(final_state(tmp_path / "moved")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
+    assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
 
 def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
