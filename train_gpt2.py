@@ -415,7 +415,8 @@ def export_hf(model, out_dir):
 
 # Throughput accounting. Forward + backward of a dense transformer costs about 6 FLOPs per parameter per
 # token, plus the attention scores 12 * n_layer * n_head * head_dim * T (PaLM paper, appendix B).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
+# dense, no sparsity; the first key found in the device name wins (the PCIe H100 runs at lower clocks)
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def flops_per_token(config, T=None):

@@ -149,7 +149,8 @@ def test_flops_per_token_and_peaks():
     n = model.num_params() - model.transformer.wpe.weight.numel()
     assert tg.flops_per_token(config) == 6 * n + 12 * 2 * 64 * 128
     assert tg.flops_per_token(config, T=64) == 6 * n + 12 * 2 * 64 * 64
-    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == tg.peak_flops("NVIDIA H200") == 989e12
+    assert tg.peak_flops("NVIDIA H100 PCIe") == 756e12
     assert tg.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
     assert tg.peak_flops("cpu") is None
 
