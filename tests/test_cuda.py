@@ -9,7 +9,7 @@ import torch
 import train_gpt2 as tg
 from plot import read_log
 from test_hellaswag import make_examples, write_jsonl
-from test_train import command, train
+from test_train import SMALL, command, train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -42,11 +42,12 @@ def test_compiled_greedy_generation_equals_eager():
 
 def test_bf16_compiled_training_resumes_on_cuda(data, tmp_path):
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(8, seed=7))
-    args = ["--device", "cuda", "--compile", "-B", "8", "-T", "128", "--total-batch-size", "2048", "--max-steps", "12",
-            "--eval-interval", "6", "--hellaswag-interval", "6", "--hellaswag-dir", tmp_path, "--sample-interval", "6"]
+    args = ["--device", "cuda", "--compile", "-B", "8", "-T", "128", "--total-batch-size", "2048", "--max-lr", "3e-3",
+            "--max-steps", "12", "--eval-interval", "6", "--hellaswag-interval", "6", "--hellaswag-dir", tmp_path,
+            "--sample-interval", "6"]
     train(data, tmp_path / "straight", *args)
-    r = subprocess.run(command(1) + ["--data-dir", data, "--out-dir", str(tmp_path / "split"), *map(str, args),
-                                     "--stop-at", "6"], capture_output=True, text=True,
+    r = subprocess.run(command(1) + ["--data-dir", data, "--out-dir", str(tmp_path / "split"), *SMALL,
+                                     *map(str, args), "--stop-at", "6"], capture_output=True, text=True,
                        env={**os.environ, "TORCH_LOGS": "recompiles"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("Recompiling function") <= 1, r.stderr[-3000:]  # val (no grad) then train
