@@ -142,24 +142,28 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     for the backward pass. Here they are made chunk_size rows at a time, and each chunk's gradient is taken at
     once (d loss / d logits = (softmax - one_hot(target)) / N) and pushed through the matmul, so only the
     gradients of x (N, C) and weight (V, C) wait for backward. Under autocast the matmuls run in bf16 like
-    lm_head's would; the softmax and the weight gradient's running sum are fp32."""
+    lm_head's would; the softmax and the weight gradient's running sum are fp32. torch.compile turns each
+    chunk's softmax, loss and gradient into one kernel between the matmuls; run eagerly, every step of it
+    is a pass over the chunk, and the saving is only memory."""
 
     @staticmethod
     def forward(ctx, x, weight, targets, chunk_size, with_grad):
         # x (N, C), weight (V, C), targets (N,); with_grad: whether backward will be called (no_grad evals skip it)
         N = x.size(0)
+        vocab_ids = torch.arange(weight.size(0), device=x.device)
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x) if with_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
         for start in range(0, N, chunk_size):
             xs, ts = x[start : start + chunk_size], targets[start : start + chunk_size]
-            logits = (xs @ weight.t()).float()  # (n, V): the only logits in memory
+            z = xs @ weight.t()  # (n, V): the only logits in memory, in the matmuls' dtype (bf16 under autocast)
+            logits = z.float()
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             loss += (lse - logits.gather(1, ts[:, None]).squeeze(1)).sum()  # -log softmax at the targets
             if with_grad:
-                grad = torch.exp(logits - lse[:, None])  # softmax
-                grad[torch.arange(len(ts), device=ts.device), ts] -= 1.0
-                grad = (grad / N).to(x.dtype)
+                # softmax - one_hot, as one elementwise expression that torch.compile fuses into a single kernel
+                grad = torch.exp(logits - lse[:, None]) - (vocab_ids[None, :] == ts[:, None]).float()
+                grad = (grad / N).to(z.dtype)
                 grad_x[start : start + chunk_size] = grad @ weight
                 grad_w += grad.t() @ xs
         ctx.weight_dtype = weight.dtype
@@ -948,7 +952,8 @@ def parse_args(argv=None):
     s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
     s.add_argument("--loss-chunk-size", type=int, default=0,
                    help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
-                        "(less memory, room for a larger -B); 0: the full logits, as in the lecture")
+                        "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "
+                        "0: the full logits, as in the lecture")
     s.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (one shard per rank) instead of DDP")
 
     pre, _ = p.parse_known_args(argv)
