@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from common import RESULTS, save_result  # noqa: E402
-from train_throughput import VARIANTS, make_step  # noqa: E402
+from train_throughput import VARIANTS, add_step_arguments, make_step  # noqa: E402
 
 # the kind of work a kernel or operator does, by its name; the first pattern that matches wins
 KINDS = [
@@ -38,12 +38,8 @@ def kind(name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny", help="model preset")
-    parser.add_argument("-B", "--batch-size", type=int, default=16, help="micro-batch size")
-    parser.add_argument("-T", "--seq-len", type=int, default=256, help="sequence length")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_step_arguments(parser)
     parser.add_argument("--variant", default="compiled", choices=list(VARIANTS), help="see train_throughput.py")
-    parser.add_argument("--loss-chunk-size", type=int, default=8192, help="positions per loss chunk (chunked variant)")
     parser.add_argument("--warmup", type=int, default=3, help="unprofiled steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--rows", type=int, default=30, help="rows of the operator table")
@@ -62,14 +58,18 @@ def main():
             step()
 
     events = prof.key_averages()
-    time_of = (lambda e: e.self_device_time_total) if device_type == "cuda" else (lambda e: e.self_cpu_time_total)
-    sort_by = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
-    table = events.table(sort_by=sort_by, row_limit=args.rows)
+    metric = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"  # microseconds
+
+    def time_of(event):
+        return getattr(event, metric)
+
+    table = events.table(sort_by=metric, row_limit=args.rows)
     print(table)
     total = sum(time_of(e) for e in events)
     by_kind = {}
     for e in events:
-        by_kind[kind(e.key)] = by_kind.get(kind(e.key), 0) + time_of(e)
+        label = kind(e.key)
+        by_kind[label] = by_kind.get(label, 0) + time_of(e)
     name = f"profile_{device_type}_{args.model}_B{args.batch_size}_T{args.seq_len}_{args.variant}"
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, name + ".txt"), "w") as f:

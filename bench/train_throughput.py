@@ -90,16 +90,21 @@ def measure(step, device, warmup, steps):
     return statistics.median(times), peak_mem
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_arguments(parser):
+    """The flags that say which step make_step builds (shared with profile_step.py)."""
     parser.add_argument("--model", default="tiny", help="model preset")
     parser.add_argument("-B", "--batch-size", type=int, default=16, help="micro-batch size")
     parser.add_argument("-T", "--seq-len", type=int, default=256, help="sequence length")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--loss-chunk-size", type=int, default=8192, help="positions per loss chunk (chunked variant)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(parser)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="autocast dtype for ours")
     parser.add_argument("--variants", default="lecture,eager,compiled,compiled_chunked",
                         help=f"comma-separated, measured in this order; known: {', '.join(VARIANTS)}")
-    parser.add_argument("--loss-chunk-size", type=int, default=8192, help="positions per loss chunk (chunked variant)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--label", help="appended to the result file's name (two runs at one B and T)")
