@@ -18,31 +18,21 @@ import argparse
 import json
 import os
 import sys
-import urllib.request
 from collections import deque
 from multiprocessing import Pool
 
 import numpy as np
+
+from gptkit.cli import HelpFormatter
+from gptkit.download import download
+from gptkit.tokenizer import gpt2_tokenizer
+
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 HUB_DATASETS = {"fineweb-edu": "HuggingFaceFW/fineweb-edu", "fineweb": "HuggingFaceFW/fineweb"}
 
 
 # -----------------------------------------------------------------------------
 # where the documents come from
-
-
-def download(url, path):
-    """Fetch url to path (through a temporary file, so a failed download leaves nothing behind)."""
-    from tqdm import tqdm
-
-    tmp = path + ".part"
-    with urllib.request.urlopen(url) as r, open(tmp, "wb") as f, tqdm(
-        total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True, desc=path
-    ) as bar:
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-            bar.update(len(chunk))
-    os.replace(tmp, path)
 
 
 def load_documents(args):
@@ -173,9 +163,7 @@ _encoder = None
 
 def _start_worker():
     global _encoder
-    import tiktoken
-
-    _encoder = tiktoken.get_encoding("gpt2")
+    _encoder = gpt2_tokenizer()
 
 
 def tokenize_documents(texts):
@@ -194,8 +182,6 @@ def tokenize_documents(texts):
 
 def write_shards(args):
     from tqdm import tqdm
-
-    from train_gpt2 import gpt2_tokenizer
 
     enc = gpt2_tokenizer()  # in this process first: a missing tokenizer gets a clear error
     assert enc.n_vocab <= 2**16, "token ids must fit in uint16"
@@ -235,7 +221,7 @@ def write_shards(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="fineweb-edu", choices=["fineweb-edu", "fineweb", "tinyshakespeare", "local"],
                         help="where the text comes from: a FineWeb sample on the Hugging Face Hub, Tiny Shakespeare, "
                              "or local files given with --input")
@@ -291,9 +277,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
     try:
-        write_shards(args)
+        write_shards(parse_args(argv))
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
 

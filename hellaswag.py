@@ -8,7 +8,11 @@ ending the model finds least surprising, i.e. with the lowest cross-entropy over
 
     python hellaswag.py -m gpt2                    # OpenAI's GPT-2 124M (via transformers)
     python hellaswag.py -m log/                    # our run directory, checkpoint, or exported HF directory
-    python hellaswag.py -m gpt2-xl --hf --device cuda --batch-size 32
+    python hellaswag.py -m gpt2-xl --device cuda --batch-size 32
+
+Models are scored as transformers GPT-2 models: our checkpoints are converted in memory the way export_hf
+converts them. The trainer scores its own model during training, and `python train_gpt2.py --init-from RUN
+--eval-only` scores any of ours with the trainer's own code.
 
 Reference figures on the 10,042 val examples, completion style, as reported for the lecture's script, which
 scores the same way (not re-measured here: this project's CI has no internet):
@@ -22,12 +26,16 @@ import math
 import os
 import sys
 import time
-import urllib.error
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
+
+from gptkit.cli import HelpFormatter
+from gptkit.distributed import autocast_context, autodetect_device
+from gptkit.download import download
+from gptkit.tokenizer import gpt2_tokenizer
 
 DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hellaswag")
@@ -37,16 +45,18 @@ def data_path(split, cache_dir=DEFAULT_CACHE):
     """The jsonl file for a split, downloaded into cache_dir the first time (an existing file is used as is)."""
     path = os.path.join(cache_dir, f"hellaswag_{split}.jsonl")
     if not os.path.exists(path):
-        from fineweb import download
-
         os.makedirs(cache_dir, exist_ok=True)
-        url = DATA_URL.format(split=split)
-        try:
-            download(url, path)
-        except (urllib.error.URLError, OSError) as e:
-            raise FileNotFoundError(f"could not download {url} ({e}); offline, put hellaswag_{split}.jsonl in "
-                                    f"{cache_dir} (or point --cache-dir at the folder holding it)") from None
+        download(DATA_URL.format(split=split), path)
     return path
+
+
+def load_val_examples(cache_dir, block_size):
+    """The val examples for a model of block_size positions, downloaded into cache_dir the first time."""
+    examples = load_examples(data_path("val", cache_dir))
+    longest = longest_row(examples, gpt2_tokenizer())
+    if longest > block_size:
+        raise ValueError(f"HellaSwag examples need {longest} positions, more than block_size {block_size}")
+    return examples
 
 
 def load_examples(path, limit=None):
@@ -197,13 +207,26 @@ def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size
     return {"n": n, "correct": correct, "correct_norm": correct_norm, "acc": correct / n, "acc_norm": correct_norm / n}
 
 
+def load_hf_model(name):
+    """A transformers GPT-2 for a hub name (gpt2, gpt2-xl, ...) or a directory, or one of our checkpoints or run
+    directories converted to one (the conversion export_hf writes)."""
+    from gptkit import checkpoint
+    from gptkit.hf import to_hf_model
+
+    path = checkpoint.newest_in_run(name)
+    if os.path.isfile(path):
+        ckpt = checkpoint.load_checkpoint(path)
+        return to_hf_model(ckpt["model"], ckpt["config"])
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("-m", "--model", default="gpt2",
                         help="OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face GPT-2 "
                              "directory, one of our checkpoints or a run directory")
-    parser.add_argument("--hf", action="store_true",
-                        help="score with transformers' own model (AutoModelForCausalLM) instead of ours")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                         help="autocast dtype (auto: bfloat16 on cuda, float32 elsewhere)")
@@ -215,29 +238,18 @@ def main(argv=None):
                         help="torch.compile the model; every batch is then padded to one shape, so it compiles once")
     args = parser.parse_args(argv)
 
-    import train_gpt2 as tg
-
-    device = args.device or tg.autodetect_device()
+    device = args.device or autodetect_device()
     try:
         examples = load_examples(data_path(args.split, args.cache_dir), args.limit)
-        enc = tg.gpt2_tokenizer()
-        if args.hf:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-        else:
-            model = tg.load_model(args.model).to(device).eval()
+        enc = gpt2_tokenizer()
+        model = load_hf_model(args.model).to(device)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    autocast = tg.autocast_context(device.split(":")[0], args.dtype)
     if args.compile:  # the transformer body; the head only runs on the gathered positions
-        if args.hf:
-            model.transformer = torch.compile(model.transformer)
-        else:
-            model.hidden_states = torch.compile(model.hidden_states)
-    forward = (hf_logits_fn if args.hf else gpt_logits_fn)(model, autocast)
+        model.transformer = torch.compile(model.transformer)
+    forward = hf_logits_fn(model, autocast_context(device.split(":")[0], args.dtype))
     t0 = time.time()
     result = evaluate(forward, examples, enc, device, args.batch_size,
                       pad_to=packed_length(examples, enc) if args.compile else None)

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from gptkit.cli import HelpFormatter
+
 # OpenAI GPT-2 124M's loss on the FineWeb-Edu val shard (the lecture's figure)
 GPT2_124M_VAL_LOSS = 3.2924
 # HellaSwag acc_norm by model size: GPT-2 (measured the lecture's way) and GPT-3 (zero-shot, from its paper)
@@ -51,17 +53,14 @@ def references_for(n_params):
 
 
 def run_size(run_dir):
-    """Parameter count of a run's model, read from its newest checkpoint's config; None without one."""
-    import train_gpt2 as tg
+    """Parameter count of a run's model, from its newest checkpoint (a tied matrix counted once); None without one."""
+    from gptkit import checkpoint
 
-    ckpts = tg.checkpoint_paths(run_dir)
+    ckpts = checkpoint.checkpoint_paths(run_dir)
     if not ckpts:
         return None
-    import torch
-
-    with torch.device("meta"):
-        model = tg.GPT(tg.GPTConfig(**tg.load_checkpoint(ckpts[-1])["config"]))
-    return model.num_params()
+    tensors = checkpoint.load_checkpoint(ckpts[-1])["model"].values()
+    return sum({t.untyped_storage().data_ptr(): t.numel() for t in tensors}.values())
 
 
 def plot_runs(run_dirs, out_png=None, n_params=None):
@@ -107,7 +106,7 @@ def summarize(run_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories (or their log.txt files)")
     parser.add_argument("-o", "--out", help="PNG to write (default: plot.png in the first run directory)")
     parser.add_argument("--n-params", type=float, help="model size for the HellaSwag reference lines "

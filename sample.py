@@ -12,12 +12,15 @@ import sys
 import torch
 
 import train_gpt2 as tg
+from gptkit.cli import HelpFormatter
+from gptkit.distributed import autodetect_device
+from gptkit.tokenizer import EOT_TOKEN, gpt2_tokenizer
 
 
 def stream_to(out):
     """An on_token callback for a single-row generate(): writes each token's text as soon as its UTF-8 bytes
     form whole characters (a token can end in the middle of one)."""
-    enc = tg.gpt2_tokenizer()
+    enc = gpt2_tokenizer()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def on_token(tokens):
@@ -28,7 +31,7 @@ def stream_to(out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("-m", "--model", default="gpt2",
                         help="OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face GPT-2 "
                              "directory, one of our checkpoints or a run directory (its newest checkpoint)")
@@ -47,9 +50,9 @@ def main(argv=None):
     if args.num_samples < 1 or args.max_new_tokens < 1:
         parser.error("--num-samples and --max-new-tokens must be positive")
 
-    device = args.device or tg.autodetect_device()
+    device = args.device or autodetect_device()
     try:
-        enc = tg.gpt2_tokenizer()
+        enc = gpt2_tokenizer()
         model = tg.load_model(args.model).to(device).eval()
         prompt = enc.encode(args.prompt)
         if len(prompt) > model.config.block_size:
@@ -64,7 +67,7 @@ def main(argv=None):
         sys.stdout.write(args.prompt)
         model.generate([prompt], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
                        top_p=args.top_p if args.top_p < 1.0 else None,
-                       stop_token=tg.EOT_TOKEN if args.stop_at_eot else None,
+                       stop_token=EOT_TOKEN if args.stop_at_eot else None,
                        generator=generator, on_token=stream_to(sys.stdout))
         print()
     return 0

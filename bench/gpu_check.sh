@@ -66,7 +66,7 @@ check() {
 import sys, numpy as np
 sys.path.insert(0, "tests")
 from pathlib import Path
-from test_hellaswag import make_examples, write_jsonl
+from helpers import make_examples, write_jsonl
 work = Path(sys.argv[1])
 (work / "synthetic").mkdir(exist_ok=True)
 block = np.random.default_rng(0).integers(0, 50257, 4096, dtype=np.uint16)  # a random block, repeated: copyable

@@ -21,6 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import hellaswag  # noqa: E402
 import train_gpt2 as tg  # noqa: E402
+from gptkit.distributed import autocast_context  # noqa: E402
+from gptkit.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer  # noqa: E402
 from common import save_result  # noqa: E402
 
 
@@ -72,7 +74,7 @@ def main():
                         help="text to cut synthetic examples from")
     args = parser.parse_args()
 
-    enc = tg.gpt2_tokenizer()
+    enc = gpt2_tokenizer()
     if args.data:
         examples = hellaswag.load_examples(args.data, args.examples)
     else:
@@ -80,8 +82,8 @@ def main():
     device_type = args.device.split(":")[0]
     torch.set_float32_matmul_precision("high")
     torch.manual_seed(0)
-    model = tg.GPT(tg.preset(args.model, vocab_size=tg.GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
-    autocast = tg.autocast_context(device_type, args.dtype)
+    model = tg.GPT(tg.preset(args.model, vocab_size=GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
+    autocast = autocast_context(device_type, args.dtype)
 
     def timed(fn):
         t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
 
 
@@ -35,8 +36,8 @@ def main():
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = tg.GPT(tg.preset(args.model, vocab_size=tg.GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
-    prompts = torch.randint(0, tg.GPT2_VOCAB_SIZE, (args.batch, args.prompt_len)).tolist()
+    model = tg.GPT(tg.preset(args.model, vocab_size=GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
+    prompts = torch.randint(0, GPT2_VOCAB_SIZE, (args.batch, args.prompt_len)).tolist()
     timings, outputs = {}, {}
     for name, fn in [("kv_cache", lambda: model.generate(prompts, args.new_tokens, temperature=0)),
                      ("recompute_prefix", lambda: recompute_prefix(model, prompts, args.new_tokens))]:

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import fineweb  # noqa: E402
-import train_gpt2 as tg  # noqa: E402
+from gptkit.tokenizer import EOT_TOKEN, gpt2_tokenizer  # noqa: E402
 from common import save_result  # noqa: E402
 
 _enc = None
@@ -34,8 +34,8 @@ def lecture_tokenize(doc):
     """The lecture's per-document function, run in a worker process."""
     global _enc
     if _enc is None:
-        _enc = tg.gpt2_tokenizer()
-    tokens = np.array([tg.EOT_TOKEN] + _enc.encode_ordinary(doc["text"]))
+        _enc = gpt2_tokenizer()
+    tokens = np.array([EOT_TOKEN] + _enc.encode_ordinary(doc["text"]))
     assert (0 <= tokens).all() and (tokens < 2**16).all()
     return tokens.astype(np.uint16)
 
@@ -98,7 +98,7 @@ def main():
             t0 = time.perf_counter()
             tokens[name] = lecture_job(corpus, os.path.join(tmp, name), nprocs)
             times[name] = time.perf_counter() - t0
-        enc = tg.gpt2_tokenizer()
+        enc = gpt2_tokenizer()
         t0 = time.perf_counter()
         ds = load_dataset("json", data_files=corpus, split="train")
         tokens["tiktoken_threads"] = sum(len(t) + 1 for batch in ds.iter(batch_size=256)

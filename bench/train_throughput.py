@@ -27,6 +27,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
+from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
 
 # name: (optimizer, compile mode or None, chunked loss, attention kernel or None)
@@ -56,15 +58,16 @@ def make_step(config, B, T, device, dtype, variant, loss_chunk_size):
     if optimizer_name == "lecture":
         optimizer, dtype = lecture_optimizer(model, device_type), torch.bfloat16
     else:
-        optimizer = tg.configure_optimizer(model, 0.1, 6e-4, device_type)
+        optimizer = model.configure_optimizers(0.1, 6e-4, device_type)
+    model.loss_chunk_size = loss_chunk_size if chunked else 0
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     kernel = sdpa_kernel(attention) if attention is not None else contextlib.nullcontext()
-    x = torch.randint(0, tg.GPT2_VOCAB_SIZE, (B, T), device=device)
-    y = torch.randint(0, tg.GPT2_VOCAB_SIZE, (B, T), device=device)
+    x = torch.randint(0, GPT2_VOCAB_SIZE, (B, T), device=device)
+    y = torch.randint(0, GPT2_VOCAB_SIZE, (B, T), device=device)
 
     def step():
         with kernel, torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = forward(x, y, loss_chunk_size=loss_chunk_size if chunked else 0)
+            _, loss = forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -118,8 +121,8 @@ def main():
     config = tg.preset(args.model)[0]
     B, T, device = args.batch_size, args.seq_len, args.device
     device_type = device.split(":")[0]
-    flops = tg.flops_per_token(config, T)
-    peak = tg.peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
+    flops = flops_per_token(config, T)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
     figures = {"model": args.model, "B": B, "T": T, "ours_dtype": args.dtype, "loss_chunk_size": args.loss_chunk_size,
                "steps": args.steps, "results": {}}
     for name in variants:

@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
 
 STEP_LINE = re.compile(r"step\s+(\d+) \| loss .* \| tok/sec ([\d,]+) \| (?:mfu ([\d.]+)%|([\d.]+) TFLOP/s)")
@@ -47,9 +48,9 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         rng = np.random.default_rng(0)  # the content does not matter for speed, only that there is enough of it
         np.save(os.path.join(work, "random_val_000000.npy"),
-                rng.integers(0, tg.GPT2_VOCAB_SIZE, args.batch_size * T + 1, dtype=np.uint16))
+                rng.integers(0, GPT2_VOCAB_SIZE, args.batch_size * T + 1, dtype=np.uint16))
         np.save(os.path.join(work, "random_train_000001.npy"),
-                rng.integers(0, tg.GPT2_VOCAB_SIZE, total * args.steps + 1, dtype=np.uint16))
+                rng.integers(0, GPT2_VOCAB_SIZE, total * args.steps + 1, dtype=np.uint16))
         command = [sys.executable, tg.__file__, "--model", args.model, "--device", args.device,
                    "--data-dir", work, "--out-dir", os.path.join(work, "run"), "-B", str(args.batch_size),
                    "-T", str(T), "--total-batch-size", str(total), "--max-steps", str(args.steps),

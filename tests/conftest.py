@@ -1,12 +1,11 @@
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# Tiny Shakespeare and the tiktoken files; SHARED_DIR points elsewhere (bench/gpu_check.sh on a GPU machine)
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # helpers
+from helpers import ROOT, SHARED, TINY_SHAKESPEARE  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 # the GPT-2 BPE files live in ../shared so that tiktoken works offline
@@ -21,6 +20,5 @@ def data(tmp_path_factory):
     import fineweb
 
     out = tmp_path_factory.mktemp("data") / "ts"
-    fineweb.main(["--dataset", "tinyshakespeare", "--input", str(SHARED / "data" / "tinyshakespeare.txt"),
-                  "--out", str(out)])
+    fineweb.main(["--dataset", "tinyshakespeare", "--input", str(TINY_SHAKESPEARE), "--out", str(out)])
     return str(out)

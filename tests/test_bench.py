@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # the benchmark scripts in subprocesses
 
 
 def bench(tmp_path, script, *args):
@@ -24,7 +28,6 @@ def test_trainer_speed_reads_the_trainers_step_lines(tmp_path):
           "--steps", 4, "--skip", 1, "--device", "cpu", "--label", "chunked", "--", "--loss-chunk-size", 16)
     figures = result(tmp_path, "trainer_speed_cpu_tiny_B2_T32_chunked")
     assert figures["timed_steps"] == 3 and figures["tokens_per_s"] > 0 and figures["achieved_tflops"] > 0
-    assert figures["trainer_flags"] == ["--loss-chunk-size", "16"]
     assert figures["command"].startswith("python") and figures["date"] and figures["torch"]
 
 

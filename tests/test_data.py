@@ -13,9 +13,9 @@ import tiktoken
 import torch
 
 import train_gpt2 as tg
-from conftest import ROOT, SHARED
+from gptkit.tokenizer import EOT_TOKEN
+from helpers import ROOT, TINY_SHAKESPEARE
 
-TINY_SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 enc = tiktoken.get_encoding("gpt2")
 
 
@@ -34,7 +34,7 @@ def read_shards(out):
 
 
 def expected_tokens(docs):
-    return [t for d in docs for t in [tg.EOT_TOKEN] + enc.encode_ordinary(d)]
+    return [t for d in docs for t in [EOT_TOKEN] + enc.encode_ordinary(d)]
 
 
 def shakespeare_docs(n):
@@ -83,8 +83,8 @@ def test_local_jsonl_parquet_and_paragraphs(tmp_path):
     run_fineweb(tmp_path, "--dataset", "local", "--input", "b.txt", "--split-paragraphs", "--out", "t",
                 "--val-tokens", 3)
     tokens = np.concatenate(read_shards(tmp_path / "t")[1]).tolist()
-    assert tokens.count(tg.EOT_TOKEN) == 3
-    assert enc.decode([t for t in tokens if t != tg.EOT_TOKEN]).replace("\n", "") == \
+    assert tokens.count(EOT_TOKEN) == 3
+    assert enc.decode([t for t in tokens if t != EOT_TOKEN]).replace("\n", "") == \
         "first paragraphstill firstsecond onethird"
 
 
@@ -279,7 +279,7 @@ def test_lecture_shards_and_fineweb_shards_load(tmp_path):
     run_fineweb(tmp_path, "--dataset", "tinyshakespeare", "--input", TINY_SHAKESPEARE, "--out", "ts")
     loader = tg.DataLoader(tmp_path / "ts", 4, 64, "val", vocab_size=tg.PADDED_VOCAB_SIZE)
     x, _ = loader.next_batch()
-    assert x[0, 0].item() == tg.EOT_TOKEN
+    assert x[0, 0].item() == EOT_TOKEN
     assert enc.decode(x[0, 1:].tolist()).startswith("First Citizen:")
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,29 +13,17 @@ from transformers import AutoModelForCausalLM
 
 import hellaswag
 import train_gpt2 as tg
-from conftest import ROOT, SHARED
+from gptkit.hf import export_hf
+from gptkit.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
+from helpers import ROOT, make_examples, write_jsonl
 
-enc = tg.gpt2_tokenizer()
-
-
-def make_examples(n, seed=0):
-    """HellaSwag-shaped examples cut from Tiny Shakespeare: a line as context, four other lines as endings."""
-    lines = [l.strip() for l in (SHARED / "data" / "tinyshakespeare.txt").read_text().splitlines() if len(l) > 20]
-    g = torch.Generator().manual_seed(seed)
-    pick = lambda: lines[torch.randint(len(lines), (1,), generator=g).item()]  # noqa: E731
-    return [{"ctx": pick(), "endings": [pick() for _ in range(4)], "label": torch.randint(4, (1,), generator=g).item()}
-            for _ in range(n)]
-
-
-def write_jsonl(path, examples):
-    path.write_text("".join(json.dumps({"ind": i, **ex}) + "\n" for i, ex in enumerate(examples)))
-    return path
+enc = gpt2_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return tg.GPT(tg.GPTConfig(block_size=128, vocab_size=tg.GPT2_VOCAB_SIZE, n_layer=2, n_head=2, n_embd=32)).eval()
+    return tg.GPT(tg.GPTConfig(block_size=128, vocab_size=GPT2_VOCAB_SIZE, n_layer=2, n_head=2, n_embd=32)).eval()
 
 
 def reference(model, example):
@@ -84,21 +73,23 @@ DDP_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 sys.path.insert(0, {root!r})
 import hellaswag, train_gpt2 as tg
+from gptkit.tokenizer import gpt2_tokenizer
 dist.init_process_group("gloo")
 model = tg.load_model({ckpt!r}).eval()
 examples = hellaswag.load_examples({data!r})
-r = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, tg.gpt2_tokenizer(), "cpu", batch_size=2,
+r = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, gpt2_tokenizer(), "cpu", batch_size=2,
                        rank=dist.get_rank(), world_size=dist.get_world_size())
 json.dump(r, open({out!r} + str(dist.get_rank()), "w"))
 dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_gives_the_same_totals(model, tmp_path):
     examples = make_examples(9, seed=1)
     data = write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     ckpt = tmp_path / "ckpt_000000.pt"
-    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, ckpt)
+    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, ckpt)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(root=str(ROOT), ckpt=str(ckpt), data=str(data), out=str(tmp_path / "r")))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -111,7 +102,7 @@ def test_two_process_ddp_gives_the_same_totals(model, tmp_path):
 
 def test_our_model_and_its_hugging_face_export_score_identically(model, tmp_path):
     examples = make_examples(6, seed=2)
-    tg.export_hf(model, tmp_path / "hf")
+    export_hf(model, tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     a = hellaswag.score(hellaswag.gpt_logits_fn(model), examples, enc, 3, "cpu")
     b = hellaswag.score(hellaswag.hf_logits_fn(hf), examples, enc, 3, "cpu")
@@ -124,21 +115,30 @@ def run_cli(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_on_a_checkpoint_and_an_hf_directory(model, tmp_path):
     examples = make_examples(7, seed=3)
     write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
-    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, tmp_path / "ckpt_000010.pt")
-    tg.export_hf(model, tmp_path / "hf")
+    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, tmp_path / "ckpt_000010.pt")
+    export_hf(model, tmp_path / "hf")
     expected = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, enc, "cpu")
     line = f"7 examples | acc {expected['acc']:.4f} ({expected['correct']}/7) | acc_norm {expected['acc_norm']:.4f}"
-    for args in (["-m", tmp_path], ["-m", tmp_path / "hf", "--hf"], ["-m", tmp_path / "hf"]):
-        r = run_cli(*args, "--cache-dir", tmp_path, "--device", "cpu", "--batch-size", 3)
+    for model_arg in (tmp_path, tmp_path / "ckpt_000010.pt", tmp_path / "hf"):
+        r = run_cli("-m", model_arg, "--cache-dir", tmp_path, "--device", "cpu", "--batch-size", 3)
         assert r.returncode == 0, r.stderr
         assert line in r.stdout and "examples/s" in r.stdout
     r = run_cli("-m", tmp_path, "--cache-dir", tmp_path, "--device", "cpu", "--limit", 2)
     assert "2 examples" in r.stdout
+    # the trainer's own code on the same checkpoint, in one command
+    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--init-from", tmp_path, "--eval-only",
+                        "--hellaswag-dir", tmp_path, "--eval-interval", "0", "--sample-interval", "0", "--device", "cpu",
+                        "--out-dir", tmp_path / "nothing"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"HellaSwag acc_norm {expected['correct_norm']}/7 = {expected['acc_norm']:.4f}" in r.stdout
+    assert not (tmp_path / "nothing").exists()  # --eval-only writes nothing
 
 
+@pytest.mark.slow
 def test_one_fixed_shape_gives_the_same_scores_and_compiles_once(model, tmp_path):
     examples = make_examples(7, seed=8)
     pad_to = hellaswag.packed_length(examples, enc)
@@ -148,7 +148,7 @@ def test_one_fixed_shape_gives_the_same_scores_and_compiles_once(model, tmp_path
     assert torch.allclose(fixed[0], bucketed[0], atol=1e-4) and torch.allclose(fixed[1], bucketed[1], atol=1e-5)
 
     write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
-    torch.save({"model": model.state_dict(), "config": tg.asdict(model.config)}, tmp_path / "ckpt_000001.pt")
+    torch.save({"model": model.state_dict(), "config": asdict(model.config)}, tmp_path / "ckpt_000001.pt")
     r = subprocess.run([sys.executable, str(ROOT / "hellaswag.py"), "-m", str(tmp_path), "--cache-dir", str(tmp_path),
                         "--device", "cpu", "--batch-size", "3", "--compile"], capture_output=True, text=True,
                        timeout=600, env={**os.environ, "TORCH_LOGS": "recompiles"})
@@ -173,4 +173,5 @@ def test_bad_input(tmp_path):
             hellaswag.load_examples(path)
     r = run_cli("-m", "gpt2", "--cache-dir", tmp_path / "empty")  # offline: no file, no download
     assert r.returncode == 1
-    assert f"put hellaswag_val.jsonl in {tmp_path / 'empty'}" in r.stderr
+    assert f"offline, put the file at {tmp_path / 'empty' / 'hellaswag_val.jsonl'}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -2,13 +2,17 @@
 
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
-from conftest import ROOT
+from gptkit.flops import flops_per_token, peak_flops
+from gptkit.hf import export_hf
+from gptkit.tokenizer import GPT2_VOCAB_SIZE
+from helpers import ROOT
 
 
 def random_hf_model(tmp_path, n_layer, n_head, n_embd, vocab_size, n_positions, seed=0):
@@ -39,24 +43,24 @@ def test_parity_with_transformers_and_export_round_trip(tmp_path, shape):
     with torch.no_grad():
         ref = hf(idx, labels=idx)  # transformers shifts the labels itself
         logits, loss = ours(idx[:, :-1], targets=idx[:, 1:])
-        assert (logits - ref.logits[:, :-1]).abs().max().item() <= 1e-4
-        assert loss.item() == pytest.approx(ref.loss.item(), abs=1e-5)
+        torch.testing.assert_close(logits, ref.logits[:, :-1], atol=1e-4, rtol=0)
+        torch.testing.assert_close(loss, ref.loss, atol=1e-5, rtol=0)
 
-        tg.export_hf(ours, tmp_path / "export")
+        export_hf(ours, tmp_path / "export")
         back = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
-        assert (back(idx).logits - ref.logits).abs().max().item() <= 1e-4
+        torch.testing.assert_close(back(idx).logits, ref.logits, atol=1e-4, rtol=0)
 
 
 def test_export_drops_padded_vocab_rows(tmp_path):
     torch.manual_seed(0)
     model = tg.GPT(tg.GPTConfig(block_size=32, vocab_size=tg.PADDED_VOCAB_SIZE, n_layer=1, n_head=2, n_embd=32)).eval()
-    tg.export_hf(model, tmp_path)
+    export_hf(model, tmp_path)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert hf.config.vocab_size == tg.GPT2_VOCAB_SIZE
-    idx = torch.randint(0, tg.GPT2_VOCAB_SIZE, (1, 16))
+    assert hf.config.vocab_size == GPT2_VOCAB_SIZE
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (1, 16))
     with torch.no_grad():
         ours, _ = model(idx)
-        assert (hf(idx).logits - ours[..., : tg.GPT2_VOCAB_SIZE]).abs().max().item() <= 1e-4
+        torch.testing.assert_close(hf(idx).logits, ours[..., :GPT2_VOCAB_SIZE], atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +125,7 @@ def test_parameter_counts_on_meta_device():
     expected = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
                 "gpt2-xl": 1_557_611_200}
     for name, count in expected.items():
-        config, _, _ = tg.preset(name, vocab_size=tg.GPT2_VOCAB_SIZE)
+        config, _, _ = tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)
         with torch.device("meta"):
             model = tg.GPT(config)
         assert model.num_params() == count
@@ -147,12 +151,12 @@ def test_flops_per_token_and_peaks():
     config = tg.GPTConfig(block_size=128, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
     model = tg.GPT(config)
     n = model.num_params() - model.transformer.wpe.weight.numel()
-    assert tg.flops_per_token(config) == 6 * n + 12 * 2 * 64 * 128
-    assert tg.flops_per_token(config, T=64) == 6 * n + 12 * 2 * 64 * 64
-    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == tg.peak_flops("NVIDIA H200") == 989e12
-    assert tg.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert tg.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
-    assert tg.peak_flops("cpu") is None
+    assert flops_per_token(config) == 6 * n + 12 * 2 * 64 * 128
+    assert flops_per_token(config, T=64) == 6 * n + 12 * 2 * 64 * 64
+    assert peak_flops("NVIDIA H100 80GB HBM3") == peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert peak_flops("cpu") is None
 
 
 def test_import_does_nothing(tmp_path):
@@ -179,14 +183,14 @@ def test_clear_errors(small, tmp_path):
 
 def test_load_model_takes_every_model_identity(small, tmp_path):
     _, ours = small
-    tg.export_hf(ours, tmp_path / "hf")
+    export_hf(ours, tmp_path / "hf")
     (tmp_path / "run").mkdir()
-    torch.save({"model": ours.state_dict(), "config": tg.asdict(ours.config)}, tmp_path / "run" / "ckpt_000007.pt")
+    torch.save({"model": ours.state_dict(), "config": asdict(ours.config)}, tmp_path / "run" / "ckpt_000007.pt")
     idx = torch.randint(0, 300, (1, 10))
     for identity in (tmp_path / "hf", tmp_path / "run", tmp_path / "run" / "ckpt_000007.pt"):
         model = tg.load_model(str(identity)).eval()
         with torch.no_grad():
-            assert (model(idx)[0] - ours(idx)[0]).abs().max().item() <= 1e-5, identity
+            torch.testing.assert_close(model(idx)[0], ours(idx)[0], atol=1e-5, rtol=0)
     assert tg.load_model("tiny").config == tg.preset("tiny")[0]  # a preset: fresh weights
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds neither checkpoints"):
@@ -198,15 +202,16 @@ def test_generation_under_torch_compile_matches_eager():
     model = tg.GPT(tg.GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=4, n_embd=64)).eval()
     prompts = [[1, 2, 3], [4, 5]]
     eager = model.generate(prompts, 12, temperature=0)
-    model.forward = torch.compile(model.forward)  # the prefill and the one-token decode step each compile once
+    model.hidden_states = torch.compile(model.hidden_states)  # the prefill and the one-token decode step compile once
     assert model.generate(prompts, 12, temperature=0) == eager
     assert model.generate(prompts, 12, generator=torch.Generator().manual_seed(3)) == \
         model.generate(prompts, 12, generator=torch.Generator().manual_seed(3))
 
 
-def loss_and_grads(model, forward, idx, targets, **kwargs):
+def loss_and_grads(model, forward, idx, targets, chunk=0):
     model.zero_grad(set_to_none=True)
-    _, loss = forward(idx, targets, **kwargs)
+    model.loss_chunk_size = chunk
+    _, loss = forward(idx, targets)
     (loss * 0.25).backward()  # a scale, as gradient accumulation applies, must reach the gradients
     return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -218,15 +223,16 @@ def test_chunked_cross_entropy_matches_the_full_logits(compiled):
     idx, targets = torch.randint(0, 300, (2, 2, 40)).unbind(0)
     ref_loss, ref_grads = loss_and_grads(model, model, idx, targets)
     forward = torch.compile(model) if compiled else model
-    loss, grads = loss_and_grads(model, forward, idx, targets, loss_chunk_size=23)  # 80 positions: a ragged last chunk
+    loss, grads = loss_and_grads(model, forward, idx, targets, chunk=23)  # 80 positions: a ragged last chunk
     assert loss == pytest.approx(ref_loss, abs=1e-5)
     for name, g in ref_grads.items():  # the tied embedding gets both its uses
         assert (grads[name] - g).abs().max().item() <= 1e-6 + 1e-4 * g.abs().max().item(), name
     with torch.no_grad():
-        assert forward(idx, targets, loss_chunk_size=23)[1].item() == pytest.approx(ref_loss, abs=1e-5)
+        logits, no_grad_loss = forward(idx, targets)
+        assert logits is None and no_grad_loss.item() == pytest.approx(ref_loss, abs=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref_bf16, bf16_grads = loss_and_grads(model, model, idx, targets)
-        loss_bf16, chunked_bf16 = loss_and_grads(model, forward, idx, targets, loss_chunk_size=23)
+        loss_bf16, chunked_bf16 = loss_and_grads(model, forward, idx, targets, chunk=23)
     assert loss_bf16 == pytest.approx(ref_bf16, abs=1e-2)
     for name, g in bf16_grads.items():
         assert (chunked_bf16[name] - g).abs().max().item() <= 0.02 * g.abs().max().item(), name

@@ -9,9 +9,10 @@ import pytest
 from nbclient import NotebookClient
 
 import plot
-from conftest import ROOT
-from test_hellaswag import make_examples, write_jsonl
-from test_train import train
+from helpers import ROOT, make_examples, train, write_jsonl
+
+
+pytestmark = pytest.mark.slow  # a training run, subprocesses and a notebook kernel
 
 
 @pytest.fixture(scope="module")

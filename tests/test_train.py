@@ -10,42 +10,13 @@ import pytest
 import torch
 
 import hellaswag
-from plot import read_log
 import train_gpt2 as tg
-from conftest import ROOT
+from gptkit import checkpoint
+from gptkit.tokenizer import gpt2_tokenizer
+from helpers import ROOT, SMALL, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
+from plot import read_log
 
-TRAIN = str(ROOT / "train_gpt2.py")
-# a tiny model on tiny batches: every step takes a fraction of a second on CPU
-SMALL = ["--model", "tiny", "-B", "2", "-T", "32", "--total-batch-size", "256", "--warmup-steps", "2",
-         "--max-lr", "1e-3", "--eval-steps", "2", "--sample-interval", "0", "--checkpoint-interval", "0",
-         "--hellaswag-interval", "0"]
-
-
-def command(nproc):
-    if nproc == 1:
-        return [sys.executable, TRAIN]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN]
-
-
-def train(data, out_dir, *args, nproc=1, check=True):
-    r = subprocess.run(command(nproc) + ["--data-dir", data, "--out-dir", str(out_dir), *SMALL, *map(str, args)],
-                       capture_output=True, text=True, timeout=600)
-    if check:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
-
-
-def final_state(out_dir):
-    return tg.load_checkpoint(tg.checkpoint_paths(str(out_dir))[-1])
-
-
-def assert_same_tensors(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    for k in a:
-        if atol == 0:
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert (a[k] - b[k]).abs().max().item() <= atol, k
+pytestmark = pytest.mark.slow  # every test here runs the trainer in a subprocess
 
 
 def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
@@ -62,7 +33,7 @@ def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
 def test_exact_resume_after_stop_at(data, tmp_path):
     train(data, tmp_path / "straight", "--max-steps", 8, "--eval-interval", 4)
     train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--stop-at", 4)
-    assert tg.checkpoint_paths(str(tmp_path / "split"))[-1].endswith("ckpt_000004.pt")
+    assert checkpoint.checkpoint_paths(str(tmp_path / "split"))[-1].endswith("ckpt_000004.pt")
     r = train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--resume")
     assert "resuming from" in r.stdout
     for kind in ("train", "val"):  # every logged loss identical to the last digit
@@ -138,8 +109,6 @@ def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
 
 
 def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoint(data, tmp_path):
-    from test_hellaswag import make_examples, write_jsonl
-
     examples = make_examples(10, seed=4)
     write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     train(data, tmp_path / "run", "--max-steps", 3, "--eval-interval", 0, "--hellaswag-interval", 2,
@@ -147,15 +116,13 @@ def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoin
     hella = read_log(tmp_path / "run")["hella"]
     assert sorted(hella) == [0, 2, 3]
     model = tg.load_model(str(tmp_path / "run")).eval()
-    result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, tg.gpt2_tokenizer(), "cpu")
+    result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, gpt2_tokenizer(), "cpu")
     assert hella[3] == round(result["acc_norm"], 4)
     r = train(data, tmp_path / "other", "--hellaswag-interval", 1, "--hellaswag-dir", tmp_path / "none", check=False)
     assert r.returncode == 1 and "--hellaswag-interval 0" in r.stderr
 
 
 def test_compile_with_val_loss_hellaswag_and_samples(data, tmp_path):
-    from test_hellaswag import make_examples, write_jsonl
-
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(6, seed=5))
     r = subprocess.run(command(1) + ["--data-dir", data, "--out-dir", str(tmp_path / "run"), *SMALL, "--compile",
                                      "--max-steps", "4", "--eval-interval", "2", "--hellaswag-interval", "2",
@@ -179,8 +146,8 @@ def test_checkpoint_that_runs_code_is_refused(data, tmp_path):
     evil = tmp_path / "ckpt_000001.pt"
     torch.save({"model": {}, "payload": RunsCode()}, evil)
     with pytest.raises(ValueError, match="refusing to load"):
-        tg.load_checkpoint(str(evil))
-    r = train(data, tmp_path / "run", "--init-from", evil, check=False)
+        checkpoint.load_checkpoint(str(evil))
+    r = train(data, tmp_path / "run", "--init-from", evil, check=False, small=False)
     assert r.returncode == 1 and "refusing to load" in r.stderr
     assert not (tmp_path / "pwned").exists() and not (ROOT / "pwned").exists()
 
@@ -194,7 +161,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
               "--resume", check=False)
     assert r.returncode == 1
     assert "error: loss is nan at step 3" in r.stderr and f"last good checkpoint is {good}" in r.stderr
-    assert tg.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
+    assert checkpoint.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
 
 
 def test_clear_errors(data, tmp_path):

@@ -1,0 +1,15 @@
+"""gptkit: what goes beyond the lecture, one focused module each, every one reached from train_gpt2.py by one call.
+
+    cli           --help that shows every default, and which flags the user actually typed
+    tokenizer     tiktoken's GPT-2 BPE, with a one-line error when its files are missing offline
+    download      fetching a file from the internet, with a one-line error when offline
+    sampling      KV cache, top-k / top-p sampling and batched generation
+    chunked_loss  cross-entropy without ever holding all the logits
+    checkpoint    checkpoint files: writing them atomically, finding and loading them, resume state
+    distributed   devices, torchrun, DDP / FSDP2, autocast and the collectives the loop needs
+    hf            our GPT <-> Hugging Face transformers GPT-2 (export_hf)
+    flops         FLOPs per token and MFU
+    signals       SIGTERM / Ctrl-C as a request to stop after the current step
+
+None of them imports train_gpt2, hellaswag or fineweb: the import graph has no cycle.
+"""

@@ -1,0 +1,23 @@
+"""Command-line helpers shared by the scripts: --help that shows the defaults, and which flags were typed."""
+
+import argparse
+import copy
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout and appends "(default: ...)" to every flag that has a real default;
+    a flag whose default is worked out at run time (None) or a switch (False) says so in its own help."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def given_flags(parser, argv):
+    """{dest: value} for the flags on the command line only, so that they can win over defaults that come from
+    elsewhere (a preset, --quickstart, a checkpoint's saved settings)."""
+    quiet = copy.deepcopy(parser)  # the same flags with every default suppressed: only what was typed is set
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return vars(quiet.parse_args(argv))

@@ -1,0 +1,90 @@
+"""Devices and processes: the best device, torchrun's process group, DDP or FSDP2 around the model, mixed
+precision, and the few collectives the training loop needs."""
+
+import os
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def autodetect_device():
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast_context(device_type, dtype="auto"):
+    """Mixed precision for forward passes: bf16 autocast on cuda by default, plain float32 elsewhere."""
+    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def setup_distributed(device=None):
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a single process.
+    Returns (rank, world_size, device): one GPU per process, nccl between GPUs, gloo between CPU processes."""
+    device = device or autodetect_device()
+    if "RANK" not in os.environ:
+        return 0, 1, device
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return rank, world_size, device
+
+
+def wrap_model(model, fsdp, world_size, device):
+    """DDP keeps a full copy of the model on every rank and averages the gradients; FSDP2 shards parameters,
+    gradients and optimizer state across the ranks, one transformer block at a time. One process: unchanged."""
+    if fsdp:
+        for block in model.transformer.h:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    if world_size > 1:
+        return DDP(model, device_ids=[device] if device.startswith("cuda") else None)
+    return model
+
+
+def set_gradient_sync(model, sync):
+    """Whether the next backward pass averages gradients across ranks. Gradient accumulation turns it on only for
+    the last micro-batch of a step: one all-reduce per step instead of one per micro-batch."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(sync)
+    elif isinstance(model, DDP):
+        model.require_backward_grad_sync = sync  # set before the forward pass, which reads it
+
+
+def all_reduce_mean(x, world_size):
+    """x averaged over the ranks, in place (gloo has no AVG)."""
+    if world_size > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        x /= world_size
+    return x
+
+
+def full_tensor(x):
+    """A sharded DTensor (FSDP's gradient norm, say) as one ordinary tensor; anything else as it is."""
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+
+def unsharded(model):
+    """Inside, an FSDP model's own (root) parameters are whole on every rank, so that code calling its submodules
+    directly (sampling, HellaSwag) works; the transformer blocks gather theirs when called, as in training."""
+    return _unsharded(model) if isinstance(model, FSDPModule) else nullcontext()
+
+
+@contextmanager
+def _unsharded(model):
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()

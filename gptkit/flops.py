@@ -1,0 +1,22 @@
+"""Throughput accounting: training FLOPs per token and the GPUs' peaks, for the MFU the trainer prints."""
+
+# Peak dense (no sparsity) bf16 FLOP/s. The first key found in the device name wins: the PCIe H100 runs at
+# lower clocks than the SXM one.
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def flops_per_token(config, T=None):
+    """Training FLOPs per token at sequence length T (default block_size): forward + backward of a dense
+    transformer cost about 6 per parameter per token, plus 12 * n_layer * n_embd * T for the attention scores
+    (PaLM paper, appendix B). The parameters exclude the position embeddings (a lookup, not a matmul)."""
+    C, L, T = config.n_embd, config.n_layer, T or config.block_size
+    n = config.vocab_size * C + L * (12 * C * C + 13 * C) + 2 * C  # wte (= lm_head) + blocks + ln_f
+    return 6 * n + 12 * L * C * T
+
+
+def peak_flops(device_name):
+    """Peak dense bf16 FLOP/s for a GPU name such as 'NVIDIA H100 80GB HBM3', or None if unknown (a CPU)."""
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
