@@ -31,9 +31,9 @@ import hellaswag
 from gptkit import checkpoint, distributed, flops, sampling
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, given_flags
-from gptkit.hf import CONV1D_WEIGHTS, export_hf  # noqa: F401  (export_hf: tg.export_hf(model, dir))
+from gptkit.hf import CONV1D_WEIGHTS
 from gptkit.signals import StopRequest
-from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, gpt2_tokenizer  # noqa: F401
+from gptkit.tokenizer import gpt2_tokenizer
 
 # -----------------------------------------------------------------------------
 # 1. The model

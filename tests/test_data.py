@@ -230,7 +230,6 @@ def test_shuffle_is_reproducible_from_the_seed(tmp_path):
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_resume_yields_the_same_next_batches(tmp_path, shuffle):
     d = write_shards(tmp_path / "d", [50, 300, 500])
-    ref = tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=shuffle)
     for k in [0, 5, 9, 23]:  # inside a shard, at a shard boundary, past an epoch
         a = tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=shuffle)
         epoch_inputs(a, k)

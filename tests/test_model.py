@@ -1,7 +1,8 @@
 """The model half of train_gpt2.py: GPT-2 exactly (parity with transformers), sampling, presets."""
 
-import subprocess
-import sys
+import math
+import os
+import signal
 from dataclasses import asdict
 
 import pytest
@@ -11,8 +12,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 import train_gpt2 as tg
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
+from gptkit.signals import StopRequest
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
-from helpers import ROOT
 
 
 def random_hf_model(tmp_path, n_layer, n_head, n_embd, vocab_size, n_positions, seed=0):
@@ -159,17 +160,6 @@ def test_flops_per_token_and_peaks():
     assert peak_flops("cpu") is None
 
 
-def test_import_does_nothing(tmp_path):
-    code = ("import sys, torch.distributed as dist, train_gpt2; "
-            "assert not dist.is_initialized(); "
-            "assert 'transformers' not in sys.modules and 'datasets' not in sys.modules")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == "" and r.stderr == ""
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_clear_errors(small, tmp_path):
     with pytest.raises(ValueError, match="unknown model preset 'gpt5'; known presets: tiny, mini, gpt2"):
         tg.preset("gpt5")
@@ -236,3 +226,40 @@ def test_chunked_cross_entropy_matches_the_full_logits(compiled):
     assert loss_bf16 == pytest.approx(ref_bf16, abs=1e-2)
     for name, g in bf16_grads.items():
         assert (chunked_bf16[name] - g).abs().max().item() <= 0.02 * g.abs().max().item(), name
+
+
+def test_lr_schedule_warms_up_decays_on_a_cosine_and_stays_at_the_floor():
+    def lr(step):
+        return tg.get_lr(step, warmup_steps=10, max_steps=110, max_lr=1.0, min_lr=0.1)
+    assert [lr(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear: (step + 1) / warmup
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(35) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 4)))  # a quarter of the way down
+    assert lr(60) == pytest.approx(0.55)  # halfway: the middle of max and min
+    assert lr(110) == lr(111) == lr(10_000) == 0.1
+    decay = [lr(s) for s in range(10, 111)]
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+
+
+def test_weight_decay_on_matrices_only_and_the_tied_matrix_once():
+    model = tg.GPT(tg.preset("tiny")[0])
+    decay, no_decay = model.configure_optimizers(0.1, 1e-3, "cpu").param_groups
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    name = {id(p): n for n, p in model.named_parameters()}
+    matrices = [n for n, p in model.named_parameters() if p.dim() == 2]
+    assert sorted(name[id(p)] for p in decay["params"]) == sorted(matrices)
+    assert "transformer.wte.weight" in matrices and "lm_head.weight" not in name.values()  # one tensor, two names
+    assert {name[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]} == {"bias", "weight"}  # LayerNorm gains
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for p in decay["params"] + no_decay["params"]) == model.num_params()
+
+
+def test_stop_request_acknowledges_then_aborts_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    said = []
+    with StopRequest(announce=said.append) as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and "stopping after this step" in said[0]
+        with pytest.raises(KeyboardInterrupt, match="without a checkpoint"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

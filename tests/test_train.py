@@ -13,7 +13,7 @@ import hellaswag
 import train_gpt2 as tg
 from gptkit import checkpoint
 from gptkit.tokenizer import gpt2_tokenizer
-from helpers import ROOT, SMALL, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
+from helpers import ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # every test here runs the trainer in a subprocess
@@ -182,3 +182,73 @@ def test_clear_errors(data, tmp_path):
     assert r.returncode == 1 and "checkpoint of another model" in r.stderr
     r = train(data, tmp_path / "run", "--max-steps", 1, check=False)
     assert r.returncode == 1 and "already holds checkpoints; pass --resume" in r.stderr
+
+
+def test_quickstart_then_resume_with_its_settings(tmp_path):
+    # the README's quick start in a fresh folder, shortened to 30 steps by a flag (any flag still wins)
+    (tmp_path / "input.txt").write_bytes((ROOT / "input.txt").read_bytes())
+    r = subprocess.run([sys.executable, str(ROOT / "fineweb.py"), "--dataset", "tinyshakespeare"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    quick = [sys.executable, TRAIN, "--quickstart"]
+    r = subprocess.run(quick + ["--max-steps", "30"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "7.3M parameters (tiny)" in r.stdout and "total batch 2,048 tokens = 8 x 256 x 1 ranks" in r.stdout
+    run = tmp_path / "runs" / "quickstart"
+    losses = read_log(run)["train"]
+    assert losses[0] > 10.5 and sum(losses[s] for s in range(25, 30)) / 5 < losses[0] - 2
+    assert sorted(read_log(run)["val"]) == [0, 25, 30]
+    assert r.stdout.count("rank 0 sample") == 2 and "(step 30): ROMEO:" in r.stdout
+    # a finished run: nothing to do, and how to go on
+    r = subprocess.run(quick + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "nothing to do" in r.stdout and "--max-steps" in r.stdout
+    # --resume takes every setting from the checkpoint (tiny, B=8, T=256, 30 steps...) but the flags given
+    r = subprocess.run([sys.executable, TRAIN, "--resume", "--out-dir", str(run), "--max-steps", "32",
+                        "--sample-interval", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from" in r.stdout and "8 x 256 x 1 ranks" in r.stdout and "sample" not in r.stdout
+    assert sorted(read_log(run)["train"]) == list(range(32))
+    saved = final_state(run)["args"]
+    assert (saved["model"], saved["batch_size"], saved["max_steps"], saved["data_dir"]) == \
+        ("tiny", 8, 32, "data/tinyshakespeare")
+
+
+def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
+    train(data, tmp_path, "--max-steps", 5, "--eval-interval", 0, "--checkpoint-interval", 1, "--keep-checkpoints", 2)
+    assert [os.path.basename(p) for p in checkpoint.checkpoint_paths(str(tmp_path))] == \
+        ["ckpt_000004.pt", "ckpt_000005.pt"]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_fsdp_run_resumes_exactly_with_samples_and_hellaswag(data, tmp_path):
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(6, seed=9))
+    args = ["--fsdp", "--max-steps", 4, "--eval-interval", 2, "--hellaswag-interval", 2, "--hellaswag-dir", tmp_path,
+            "--sample-interval", 2, "--num-samples", 1, "--sample-tokens", 4]
+    straight = train(data, tmp_path / "straight", *args, nproc=2)
+    assert straight.stdout.count("rank 0 sample 0") == 2 and straight.stdout.count("rank 1 sample 0") == 2
+    train(data, tmp_path / "split", *args, "--stop-at", 2, nproc=2)
+    r = train(data, tmp_path / "split", *args, "--resume", nproc=2)
+    assert "resuming from" in r.stdout
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
+    assert sorted(a["hella"]) == [0, 2, 4] and a == b
+    assert_same_tensors(final_state(tmp_path / "straight")["model"], final_state(tmp_path / "split")["model"])
+
+
+def test_init_from_a_checkpoint_takes_that_models_batch_and_lr(data, tmp_path):
+    train(data, tmp_path / "tiny", "--max-steps", 1, "--eval-interval", 0)
+    # no --model, --max-lr or --total-batch-size: the defaults of the tiny preset, not of gpt2 (--model's default)
+    r = train(data, tmp_path / "tuned", "--init-from", tmp_path / "tiny", "-B", 8, "-T", 256, "--max-steps", 1,
+              "--warmup-steps", 1, "--eval-interval", 0, "--hellaswag-interval", 0, "--sample-interval", 0,
+              small=False)
+    assert "(tiny)" in r.stdout and "total batch 16,384 tokens = 8 x 256 x 1 ranks x 8 accumulation" in r.stdout
+    assert "max lr 0.001 " in r.stdout and "| lr 1.0000e-03 |" in r.stdout
+    assert final_state(tmp_path / "tuned")["args"]["max_lr"] == 1e-3
+
+
+def test_train_in_process_restores_the_signal_handlers(data, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    args = tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path), *SMALL, "--max-steps", "2",
+                          "--eval-interval", "2"])
+    val_loss = tg.train(args)
+    assert round(val_loss, 4) == read_log(tmp_path)["val"][2]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
