@@ -25,6 +25,7 @@ import numpy as np
 
 from gptkit.cli import HelpFormatter
 from gptkit.download import download
+from gptkit.shards import shard_name
 from gptkit.tokenizer import gpt2_tokenizer
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -141,8 +142,7 @@ class ShardWriter:
 
     def write_shard(self, end):
         index = len(self.shards)
-        split = "val" if index == 0 else "train"
-        name = f"{self.settings['prefix']}_{split}_{index:06d}.npy"
+        name = shard_name(self.settings["prefix"], index)
         tokens = self.buf[: self.fill]
         save_atomic(os.path.join(self.out_dir, name), lambda f: np.save(f, tokens))
         self.shards.append({"name": name, "tokens": int(self.fill), "end": list(end)})

@@ -13,10 +13,8 @@ defines things; `python train_gpt2.py --help` lists the flags.
 """
 
 import argparse
-import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,8 +28,9 @@ from torch.nn import functional as F
 import hellaswag
 from gptkit import checkpoint, distributed, flops, sampling
 from gptkit.chunked_loss import chunked_cross_entropy
-from gptkit.cli import HelpFormatter, given_flags
-from gptkit.hf import CONV1D_WEIGHTS
+from gptkit.cli import HelpFormatter, apply_defaults, given_flags
+from gptkit.shards import find_shards, open_shard
+from gptkit.hf import CONV1D_WEIGHTS, check_gpt2_directory
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import gpt2_tokenizer
 
@@ -179,15 +178,7 @@ class GPT(nn.Module):
         "gpt2-xl") or a directory written by save_pretrained (or by export_hf)."""
         from transformers import GPT2LMHeadModel
 
-        if os.path.isdir(name_or_dir):
-            config_path = os.path.join(name_or_dir, "config.json")
-            model_type = None
-            if os.path.isfile(config_path):
-                with open(config_path) as f:
-                    model_type = json.load(f).get("model_type")
-            if model_type != "gpt2":
-                raise ValueError(f'{name_or_dir} is not a GPT-2 checkpoint directory: expected a config.json with '
-                                 f'"model_type": "gpt2" (write one with save_pretrained or export_hf)')
+        check_gpt2_directory(name_or_dir)
         hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
         hc = hf.config
         model = cls(GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
@@ -270,33 +261,6 @@ def model_from_checkpoint(ckpt):
 # 2. The data
 # -----------------------------------------------------------------------------
 
-MAKE_SHARDS_HINT = ("make them with `python fineweb.py` (FineWeb-Edu) or `python fineweb.py --dataset tinyshakespeare` "
-                    "and pass that directory with --data-dir")
-
-
-def find_shards(data_dir, split):
-    """Shard files {prefix}_{split}_{index:06d}.npy in data_dir, in index order."""
-    pattern = re.compile(rf"^.+_{split}_(\d{{6}})\.npy$")
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data directory {data_dir} does not exist; {MAKE_SHARDS_HINT}")
-    shards = sorted((f for f in os.listdir(data_dir) if pattern.match(f)), key=lambda f: pattern.match(f).group(1))
-    if not shards:
-        raise FileNotFoundError(f"no {split} shards (*_{split}_NNNNNN.npy) in {data_dir}; {MAKE_SHARDS_HINT}")
-    return [os.path.join(data_dir, f) for f in shards]
-
-
-def open_shard(path):
-    """Memory-map a uint16 token shard: pages are read from disk only when a batch touches them."""
-    try:
-        tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"shard {path} is empty or truncated ({e}); delete it and re-run fineweb.py") from None
-    if tokens.dtype != np.uint16 or tokens.ndim != 1:
-        raise ValueError(f"shard {path} holds {tokens.dtype} with shape {tokens.shape}; expected a 1-D uint16 "
-                         "array of token ids (re-make it with fineweb.py)")
-    return tokens
-
-
 class DataLoader:
     """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size.
 
@@ -334,16 +298,14 @@ class DataLoader:
         """Continue where state left off. Without shuffle, B, T and the number of ranks may differ from the run
         that saved it (a job resumed on fewer GPUs): the position is kept in tokens, rounded up to a whole
         round of this run, so that no token is read twice and fewer than B*T*world_size are skipped."""
-        for key in ("shuffle", "seed"):
-            if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"data loader state was saved with {key}={state[key]}, this run has "
-                                 f"{key}={getattr(self, key)}; resume with the same setting")
-        saved = {key: state.get(key, getattr(self, key)) for key in ("B", "T", "world_size")}
-        if self.shuffle and saved != {"B": self.B, "T": self.T, "world_size": self.world_size}:
-            raise ValueError(f"data loader state was saved with B={saved['B']}, T={saved['T']} on "
-                             f"{saved['world_size']} ranks, this run has B={self.B}, T={self.T} on {self.world_size}; "
-                             "--shuffle permutes chunks of B*T tokens dealt to the ranks, so resume a shuffled run "
-                             "with the same -B, -T and number of ranks")
+        saved = {key: state.get(key, getattr(self, key)) for key in ("B", "T", "world_size", "shuffle", "seed")}
+        mine = {key: getattr(self, key) for key in saved}
+        fixed = saved.keys() if self.shuffle else ("shuffle", "seed")  # a shuffled order permutes chunks of one shape
+        differ = [key for key in fixed if saved[key] != mine[key]]
+        if differ:
+            was, now = (", ".join(f"{k}={d[k]}" for k in differ) for d in (saved, mine))
+            raise ValueError(f"data loader state was saved with {was}, this run has {now}; resume with the same "
+                             "settings (a --shuffle run also needs the same -B, -T and number of ranks)")
         saved_round_tokens = saved["B"] * saved["T"] * saved["world_size"]
         round_tokens = self.B * self.T * self.world_size
         self.epoch, self.shard = state["epoch"], state["shard"]
@@ -386,7 +348,6 @@ class DataLoader:
             self.epoch, self.shard = self.epoch + 1, 0
             self._plan_epoch()
         self._open_current_shard()
-
 
 
 # -----------------------------------------------------------------------------
@@ -437,14 +398,14 @@ class Run:
 def starting_model(args):
     """The weights a run starts from: the newest checkpoint with --resume, --init-from's model, or a fresh preset.
     Returns (model, checkpoint or None)."""
+    if not args.resume and not args.eval_only and checkpoint.checkpoint_paths(args.out_dir):
+        raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
+                         "or choose another --out-dir")
     if args.resume:
         ckpt = checkpoint.load_checkpoint(checkpoint.newest_checkpoint(args.out_dir))
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
         return load_model(args.init_from), None
-    if checkpoint.checkpoint_paths(args.out_dir) and not args.eval_only:
-        raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
-                         "or choose another --out-dir")
     return GPT(preset(args.model)[0]), None
 
 
@@ -461,25 +422,26 @@ def fill_model_defaults(args, config):
 
 
 def setup_run(args):
-    """Processes, model, data and optimizer, restored from the checkpoint when resuming."""
-    rank, world_size, device = distributed.setup_distributed(args.device)
+    """Model, data, processes and optimizer, restored from the checkpoint when resuming. Returns (run, step)."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    rank, world_size = distributed.rank_and_world_size()
+    # everything that can be wrong with the inputs shows up here, before the process group starts
     model, ckpt = starting_model(args)
-    config = model.config
-    fill_model_defaults(args, config)
-    B, T = args.batch_size, args.seq_len
+    fill_model_defaults(args, model.config)
+    B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
     if args.total_batch_size % (B * T * world_size):
         raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
-    train_loader = None if args.eval_only else \
-        DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, config.vocab_size)
-    val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=config.vocab_size) \
-        if args.eval_interval else None
-    hella_examples = load_hellaswag(args.hellaswag_dir, config.block_size) if args.hellaswag_interval else None
     if args.fsdp and world_size == 1:
         raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N, N > 1")
+    train_loader = None if args.eval_only else \
+        DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
+    val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
+        if args.eval_interval else None
+    hella_examples = load_hellaswag(args.hellaswag_dir, model.config.block_size) if args.hellaswag_interval else None
 
+    device = distributed.setup_distributed(args.device)
     model.loss_chunk_size = args.loss_chunk_size
     model.to(device)
     wrapped = distributed.wrap_model(model, args.fsdp, world_size, device)
@@ -487,13 +449,13 @@ def setup_run(args):
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
-    if ckpt is not None:
+    if ckpt is not None and train_loader is not None:
         checkpoint.restore_optimizer(model, optimizer, ckpt["optimizer"])
         train_loader.load_state_dict(ckpt["train_loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         run.val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {checkpoint.newest_checkpoint(args.out_dir)} at step {ckpt['step']}")
-    run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(config) or 'custom shape'}), "
+    run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
     return run, (ckpt["step"] if ckpt else 0)
@@ -605,9 +567,7 @@ def save(run, step):
 
 def log_step(run, step, loss, norm, lr, dt):
     tokens_per_sec = run.args.total_batch_size / dt
-    achieved = flops.flops_per_token(run.raw_model.config, run.args.seq_len) * tokens_per_sec / run.world_size
-    peak = flops.peak_flops(torch.cuda.get_device_name(run.device)) if run.device.startswith("cuda") else None
-    speed = f"mfu {achieved / peak:.1%}" if peak else f"{achieved / 1e12:.3f} TFLOP/s"  # per device
+    speed = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
     run.log(f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.0f}ms | "
             f"tok/sec {tokens_per_sec:,.0f} | {speed}")
     run.write_log(f"{step} train {loss:.6f}")
@@ -737,17 +697,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     given = given_flags(p, argv)
     if args.quickstart:
-        for key, value in QUICKSTART.items():
-            setattr(args, key, given.get(key, value))
+        apply_defaults(args, QUICKSTART, given)
     if args.resume:
         path = checkpoint.newest_checkpoint(args.out_dir)
         saved = checkpoint.load_checkpoint(path).get("args", {})
         if "model" in given and given["model"] != saved.get("model", args.model):
             raise ValueError(f"{path} is a checkpoint of another model ('{saved['model']}'); drop --model to resume "
                              f"it, or choose another --out-dir for '{given['model']}'")
-        for key, value in saved.items():
-            if hasattr(args, key) and key not in given and key not in NOT_RESUMED:
-                setattr(args, key, value)
+        apply_defaults(args, {k: v for k, v in saved.items() if hasattr(args, k) and k not in NOT_RESUMED}, given)
     elif "model" in given and args.init_from:
         p.error("--init-from sets the model; drop --model")
     if args.model not in PRESETS:
@@ -765,7 +722,8 @@ def main(argv=None):
     try:
         train(parse_args(argv))
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem
+            print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():

@@ -3,6 +3,7 @@
     cli           --help that shows every default, and which flags the user actually typed
     tokenizer     tiktoken's GPT-2 BPE, with a one-line error when its files are missing offline
     download      fetching a file from the internet, with a one-line error when offline
+    shards        the token shard files fineweb.py writes and the trainer reads: names, finding, checking
     sampling      KV cache, top-k / top-p sampling and batched generation
     chunked_loss  cross-entropy without ever holding all the logits
     checkpoint    checkpoint files: writing them atomically, finding and loading them, resume state

@@ -21,3 +21,10 @@ def given_flags(parser, argv):
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     return vars(quiet.parse_args(argv))
+
+
+def apply_defaults(args, defaults, given):
+    """Set every value of defaults on args, except for the flags given on the command line: those win."""
+    for key, value in defaults.items():
+        if key not in given:
+            setattr(args, key, value)

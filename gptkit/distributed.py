@@ -26,18 +26,22 @@ def autocast_context(device_type, dtype="auto"):
     return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+def rank_and_world_size():
+    """This process's rank and the number of processes, from the variables torchrun sets: (0, 1) without it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def setup_distributed(device=None):
-    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them this is a single process.
-    Returns (rank, world_size, device): one GPU per process, nccl between GPUs, gloo between CPU processes."""
+    """Under torchrun, join the process group: nccl between GPUs (one per process), gloo between CPU processes.
+    Returns this process's device."""
     device = device or autodetect_device()
     if "RANK" not in os.environ:
-        return 0, 1, device
-    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        return device
     if device == "cuda":
-        device = f"cuda:{local_rank}"
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return rank, world_size, device
+    return device
 
 
 def wrap_model(model, fsdp, world_size, device):

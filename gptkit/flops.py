@@ -1,5 +1,7 @@
 """Throughput accounting: training FLOPs per token and the GPUs' peaks, for the MFU the trainer prints."""
 
+import torch
+
 # Peak dense (no sparsity) bf16 FLOP/s. The first key found in the device name wins: the PCIe H100 runs at
 # lower clocks than the SXM one.
 PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -20,3 +22,10 @@ def peak_flops(device_name):
         if key in device_name:
             return flops
     return None
+
+
+def utilization(config, T, tokens_per_sec, device):
+    """How hard one device works at tokens_per_sec of its own: MFU on a GPU whose peak is known, TFLOP/s otherwise."""
+    achieved = flops_per_token(config, T) * tokens_per_sec
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
+    return f"mfu {achieved / peak:.1%}" if peak else f"{achieved / 1e12:.3f} TFLOP/s"

@@ -1,11 +1,27 @@
 """Our GPT as a Hugging Face transformers GPT-2: for export_hf, and for tools that take a transformers model."""
 
+import json
+import os
 from dataclasses import asdict, is_dataclass
 
 from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE
 
 # Conv1D layers in OpenAI's checkpoints: their weights are the transpose of nn.Linear's
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def check_gpt2_directory(path):
+    """A directory given as a model must hold a transformers GPT-2 (from save_pretrained or export_hf)."""
+    if not os.path.isdir(path):
+        return
+    config_path = os.path.join(path, "config.json")
+    model_type = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            model_type = json.load(f).get("model_type")
+    if model_type != "gpt2":
+        raise ValueError(f'{path} is not a GPT-2 checkpoint directory: expected a config.json with "model_type": '
+                         '"gpt2" (write one with save_pretrained or export_hf)')
 
 
 def to_hf_model(state_dict, config):

@@ -241,9 +241,9 @@ def test_resume_yields_the_same_next_batches(tmp_path, shuffle):
             xb, yb = b.next_batch()
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     if shuffle:
-        with pytest.raises(ValueError, match="saved with B=2, T=8 on 2 ranks, this run has B=4, T=8 on 1.*same -B"):
+        with pytest.raises(ValueError, match="saved with B=2, world_size=2, this run has B=4, world_size=1.*same -B, -T and number of ranks"):
             tg.DataLoader(d, 4, 8, "train", shuffle=True).load_state_dict(state)
-    with pytest.raises(ValueError, match="saved with shuffle="):
+    with pytest.raises(ValueError, match=f"saved with shuffle={shuffle}, this run has shuffle={not shuffle}; resume with the same settings"):
         tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=not shuffle).load_state_dict(state)
 
 
