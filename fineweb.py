@@ -2,7 +2,7 @@
 Text -> GPT-2 token shards for train_gpt2.py.
 
     python fineweb.py                                  # FineWeb-Edu sample-10BT -> edu_fineweb10B/ (~10B tokens)
-    python fineweb.py --dataset tinyshakespeare        # downloads input.txt -> data/tinyshakespeare/
+    python fineweb.py --dataset tinyshakespeare        # input.txt (shipped) -> data/tinyshakespeare/
     python fineweb.py --dataset local --input a.txt b.jsonl c.parquet --out data/mine
 
 Every document is tokenized as [<|endoftext|>] + gpt2(text), in --workers processes, and the documents are
@@ -34,6 +34,15 @@ HUB_DATASETS = {"fineweb-edu": "HuggingFaceFW/fineweb-edu", "fineweb": "HuggingF
 
 # -----------------------------------------------------------------------------
 # where the documents come from
+
+
+def tiny_shakespeare():
+    """input.txt in this folder, else the copy shipped beside this script, else downloaded to ./input.txt."""
+    for path in ("input.txt", os.path.join(os.path.dirname(os.path.abspath(__file__)), "input.txt")):
+        if os.path.exists(path):
+            return path
+    download(TINY_SHAKESPEARE_URL, "input.txt")
+    return "input.txt"
 
 
 def load_documents(args):
@@ -247,9 +256,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     if args.dataset == "tinyshakespeare" and not args.input:
-        if not os.path.exists("input.txt"):
-            download(TINY_SHAKESPEARE_URL, "input.txt")
-        args.input = ["input.txt"]
+        args.input = [tiny_shakespeare()]
     if args.dataset in ("tinyshakespeare", "local"):
         if not args.input:
             parser.error("--dataset local needs --input files")

@@ -211,15 +211,13 @@ def load_hf_model(name):
     """A transformers GPT-2 for a hub name (gpt2, gpt2-xl, ...) or a directory, or one of our checkpoints or run
     directories converted to one (the conversion export_hf writes)."""
     from gptkit import checkpoint
-    from gptkit.hf import to_hf_model
+    from gptkit.hf import from_pretrained, to_hf_model
 
     path = checkpoint.newest_in_run(name)
     if os.path.isfile(path):
         ckpt = checkpoint.load_checkpoint(path)
         return to_hf_model(ckpt["model"], ckpt["config"])
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path).eval()
+    return from_pretrained(path, auto=True).eval()
 
 
 def main(argv=None):

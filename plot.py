@@ -7,13 +7,15 @@ Writes a PNG, so a run on a headless server can be looked at without Jupyter.
 """
 
 import argparse
+import json
 import os
 import sys
 
 from gptkit.cli import HelpFormatter
 
-# OpenAI GPT-2 124M's loss on the FineWeb-Edu val shard (the lecture's figure)
+# OpenAI GPT-2 124M's loss on the FineWeb-Edu val shard (the lecture's figure): a reference for runs on those shards only
 GPT2_124M_VAL_LOSS = 3.2924
+FINEWEB_EDU_PREFIX = "edufineweb"
 # HellaSwag acc_norm by model size: GPT-2 (measured the lecture's way) and GPT-3 (zero-shot, from its paper)
 HELLASWAG_REFERENCES = {  # n_params bucket: ((GPT-2 name, acc), (GPT-3 name, acc))
     124e6: (("GPT-2 124M", 0.2945), ("GPT-3 125M", 0.337)),
@@ -52,8 +54,19 @@ def references_for(n_params):
     return HELLASWAG_REFERENCES[min(HELLASWAG_REFERENCES, key=lambda size: abs(size - n_params) / size)]
 
 
+def run_info(run_dir):
+    """What the trainer wrote in run.json (the corpus, the model size, the settings); {} for an older run."""
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_size(run_dir):
-    """Parameter count of a run's model, from its newest checkpoint (a tied matrix counted once); None without one."""
+    """Parameter count of a run's model: from run.json, else its newest checkpoint (a tied matrix counted once)."""
+    if "n_params" in run_info(run_dir):
+        return run_info(run_dir)["n_params"]
     from gptkit import checkpoint
 
     ckpts = checkpoint.checkpoint_paths(run_dir)
@@ -63,29 +76,51 @@ def run_size(run_dir):
     return sum({t.untyped_storage().data_ptr(): t.numel() for t in tensors}.values())
 
 
+def plain_log_ticks(ax):
+    """Tick labels like 3, 4, 6 instead of 3x10^0 on a log-scale y axis."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
 def plot_runs(run_dirs, out_png=None, n_params=None):
-    """Two panels: train/val loss on a log scale with the GPT-2 124M line, and HellaSwag with the GPT-2 and
-    GPT-3 lines for the model size (taken from the first run's checkpoint unless n_params is given).
+    """Train/val loss on a log scale, with OpenAI GPT-2 124M's val loss where the runs trained on FineWeb-Edu
+    (on any other corpus that number says nothing, and a note says so), and HellaSwag with the GPT-2 and GPT-3
+    lines for the model size (from the first run unless n_params is given), when a run logged any.
     Writes out_png if given; returns the matplotlib Figure (its lines carry exactly the logged series)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(14, 5), layout="constrained")
-    loss_ax, hella_ax = fig.subplots(1, 2)
-    for run in run_dirs:
-        series = read_log(run)
+    series = {run: read_log(run) for run in run_dirs}
+    with_hella = any(s["hella"] for s in series.values())
+    fig = Figure(figsize=(14 if with_hella else 8, 5), layout="constrained")
+    axes = fig.subplots(1, 2 if with_hella else 1, squeeze=False)[0]
+    loss_ax = axes[0]
+    for run, logged in series.items():
         name = os.path.basename(os.path.normpath(run))
-        for kind, ax in (("train", loss_ax), ("val", loss_ax), ("hella", hella_ax)):
-            if series[kind]:
-                steps = sorted(series[kind])
-                ax.plot(steps, [series[kind][s] for s in steps], label=f"{name} {kind}", alpha=0.8)
-    loss_ax.axhline(GPT2_124M_VAL_LOSS, color="red", linestyle="--", label=f"OpenAI GPT-2 124M val ({GPT2_124M_VAL_LOSS})")
-    loss_ax.set(yscale="log", xlabel="step", ylabel="loss", title="loss")
-    if n_params is None and run_dirs:
-        n_params = run_size(run_dirs[0])
-    for (label, acc), color in zip(references_for(n_params), ("red", "green")):
-        hella_ax.axhline(acc, color=color, linestyle="--", label=f"{label} ({acc})")
-    hella_ax.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
-    for ax in (loss_ax, hella_ax):
+        for kind, ax in (("train", loss_ax), ("val", loss_ax), ("hella", axes[-1])):
+            if logged[kind]:
+                steps = sorted(logged[kind])
+                ax.plot(steps, [logged[kind][s] for s in steps], label=f"{name} {kind}", alpha=0.8,
+                        marker=None if kind == "train" else "o", markersize=3)
+    corpora = sorted({run_info(run).get("corpus", "an unknown corpus") for run in run_dirs})
+    if corpora == [FINEWEB_EDU_PREFIX]:
+        loss_ax.axhline(GPT2_124M_VAL_LOSS, color="red", linestyle="--",
+                        label=f"OpenAI GPT-2 124M val ({GPT2_124M_VAL_LOSS})")
+        loss_ax.set_title("loss")
+    else:
+        loss_ax.set_title(f"loss (no GPT-2 line: its {GPT2_124M_VAL_LOSS} is a FineWeb-Edu val loss; "
+                          f"data here: {', '.join(corpora)})", fontsize=10)
+    loss_ax.set(yscale="log", xlabel="step", ylabel="loss")
+    plain_log_ticks(loss_ax)
+    if with_hella:
+        hella_ax = axes[1]
+        if n_params is None and run_dirs:
+            n_params = run_size(run_dirs[0])
+        for (label, acc), color in zip(references_for(n_params), ("red", "green")):
+            hella_ax.axhline(acc, color=color, linestyle="--", label=f"{label} ({acc})")
+        hella_ax.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     if out_png:

@@ -13,6 +13,7 @@ defines things; `python train_gpt2.py --help` lists the flags.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -25,12 +26,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn import functional as F
 
+import fineweb
 import hellaswag
-from gptkit import checkpoint, distributed, flops, sampling
+from gptkit import checkpoint, distributed, flops, hf, sampling
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, apply_defaults, given_flags
-from gptkit.shards import find_shards, open_shard
-from gptkit.hf import CONV1D_WEIGHTS, check_gpt2_directory
+from gptkit.shards import corpus_prefix, find_shards, open_shard
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import gpt2_tokenizer
 
@@ -176,21 +177,18 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_dir):
         """OpenAI's GPT-2 weights through transformers: a hub name ("gpt2", "gpt2-medium", "gpt2-large",
         "gpt2-xl") or a directory written by save_pretrained (or by export_hf)."""
-        from transformers import GPT2LMHeadModel
-
-        check_gpt2_directory(name_or_dir)
-        hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
-        hc = hf.config
+        hf_model = hf.from_pretrained(name_or_dir)
+        hc = hf_model.config
         model = cls(GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
                               n_head=hc.n_head, n_embd=hc.n_embd))
         sd = model.state_dict()
-        sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        sd_hf = {k: v for k, v in hf_model.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
         if set(sd_hf) != set(sd):
             raise ValueError(f"{name_or_dir}: parameter names differ from GPT-2's: {sorted(set(sd_hf) ^ set(sd))[:5]}")
         with torch.no_grad():
             for k, v in sd_hf.items():
                 # OpenAI's checkpoints use Conv1D, whose weight is the transpose of nn.Linear's
-                sd[k].copy_(v.t() if k.endswith(CONV1D_WEIGHTS) else v)
+                sd[k].copy_(v.t() if k.endswith(hf.CONV1D_WEIGHTS) else v)
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, device_type):
@@ -435,6 +433,8 @@ def setup_run(args):
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
     if args.fsdp and world_size == 1:
         raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N, N > 1")
+    if args.quickstart and world_size == 1 and not os.path.isdir(args.data_dir):
+        fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # the quick start is one command
     train_loader = None if args.eval_only else \
         DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
     val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
@@ -458,6 +458,10 @@ def setup_run(args):
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
+    if device == "cpu" and args.total_batch_size * model.num_params() > 1e12:
+        run.log(f"note: {args.total_batch_size:,} tokens a step through {model.num_params() / 1e6:.0f}M parameters is "
+                "a GPU workload: on a CPU each step takes a long time (see the second step's estimate); "
+                "--quickstart is sized for a CPU")
     return run, (ckpt["step"] if ckpt else 0)
 
 
@@ -465,7 +469,8 @@ def load_hellaswag(cache_dir, block_size):
     try:
         return hellaswag.load_val_examples(cache_dir, block_size)
     except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"{e}; or turn HellaSwag off with --hellaswag-interval 0") from None
+        raise type(e)(f"{e} (or point --hellaswag-dir at the folder holding it); or turn HellaSwag off with "
+                      "--hellaswag-interval 0") from None
 
 
 def train_step(run, step, stop_requested):
@@ -565,6 +570,13 @@ def save(run, step):
         run.log(f"saved {checkpoint.save_checkpoint(state, run.args.out_dir, step, run.args.keep_checkpoints)}")
 
 
+def write_run_info(run):
+    """run.json beside log.txt: what plot.py and the notebook need to know about the run before any checkpoint."""
+    info = {"corpus": corpus_prefix(run.args.data_dir), "n_params": run.raw_model.num_params(), "args": vars(run.args)}
+    with open(os.path.join(run.args.out_dir, "run.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
 def log_step(run, step, loss, norm, lr, dt):
     tokens_per_sec = run.args.total_batch_size / dt
     speed = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
@@ -575,19 +587,21 @@ def log_step(run, step, loss, norm, lr, dt):
 
 def train(args):
     """Train (or with --eval-only, evaluate) as args says: parse_args(argv) makes them. Returns the last val loss."""
-    run, start_step = setup_run(args)
-    if args.eval_only:
-        evaluate(run, start_step, final=True)
-        return run.val_loss
-    end_step = min(args.max_steps, args.stop_at or args.max_steps)
-    if start_step >= end_step:
-        run.log(f"nothing to do: the run is at step {start_step} and --max-steps is {args.max_steps}; "
-                "to train further, resume with a larger --max-steps")
-        return run.val_loss
-    os.makedirs(args.out_dir, exist_ok=True)
-    if run.rank == 0:
-        run.log_file = open(os.path.join(args.out_dir, "log.txt"), "a")  # append: a resumed run keeps its history
-    with StopRequest(announce=run.log) as stop:
+    with StopRequest(announce=print) as stop:  # from the start: a Ctrl-C during set-up is acknowledged too
+        run, start_step = setup_run(args)
+        stop.announce = run.log  # under torchrun, one acknowledgement (rank 0's)
+        if args.eval_only:
+            evaluate(run, start_step, final=True)
+            return run.val_loss
+        end_step = min(args.max_steps, args.stop_at or args.max_steps)
+        if start_step >= end_step:
+            run.log(f"nothing to do: the run is at step {start_step} and --max-steps is {args.max_steps}; "
+                    "to train further, resume with a larger --max-steps")
+            return run.val_loss
+        os.makedirs(args.out_dir, exist_ok=True)
+        if run.rank == 0:
+            run.log_file = open(os.path.join(args.out_dir, "log.txt"), "a")  # append: a resumed run keeps its history
+            write_run_info(run)
         for step in range(start_step, end_step):
             evaluate(run, step)
             t0 = time.time()
@@ -605,8 +619,8 @@ def train(args):
             if stop_now:
                 run.log(f"stopped by a signal after step {step}; continue with --resume")
                 break
-    if run.log_file is not None:
-        run.log_file.close()
+        if run.log_file is not None:
+            run.log_file.close()
     return run.val_loss
 
 
@@ -725,6 +739,9 @@ def main(argv=None):
         if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem
             print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # a second Ctrl-C
+        print(f"aborted: {e}", file=sys.stderr)
+        return 130
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

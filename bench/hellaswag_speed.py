@@ -23,6 +23,7 @@ import hellaswag  # noqa: E402
 import train_gpt2 as tg  # noqa: E402
 from gptkit.distributed import autocast_context  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def lecture_loop(model, examples, enc, device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="gpt2", help="model preset (random weights)")
     parser.add_argument("--examples", type=int, default=200, help="examples scored")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (batched scorer)")

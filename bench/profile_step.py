@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import RESULTS, save_result  # noqa: E402
 from train_throughput import VARIANTS, add_step_arguments, make_step  # noqa: E402
 
@@ -37,7 +38,7 @@ def kind(name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_step_arguments(parser)
     parser.add_argument("--variant", default="compiled", choices=list(VARIANTS), help="see train_throughput.py")
     parser.add_argument("--warmup", type=int, default=3, help="unprofiled steps first (compilation happens here)")

@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def recompute_prefix(model, prompts, max_new_tokens):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="gpt2", help="model preset (random weights)")
     parser.add_argument("--batch", type=int, default=4, help="sequences sampled together")
     parser.add_argument("--prompt-len", type=int, default=8, help="prompt tokens per sequence")

@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import fineweb  # noqa: E402
 from gptkit.tokenizer import EOT_TOKEN, gpt2_tokenizer  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
 _enc = None
@@ -79,7 +80,7 @@ def make_corpus(path, megabytes, text_path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--mb", type=float, default=20, help="corpus size in megabytes (at least 20 for the record)")
     parser.add_argument("--text", default=os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"),
                         help="text the corpus is made of")

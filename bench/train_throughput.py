@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
 # name: (optimizer, compile mode or None, chunked loss, attention kernel or None)
@@ -103,7 +104,7 @@ def add_step_arguments(parser):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_step_arguments(parser)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="autocast dtype for ours")
     parser.add_argument("--variants", default="lecture,eager,compiled,compiled_chunked",

@@ -22,13 +22,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
 STEP_LINE = re.compile(r"step\s+(\d+) \| loss .* \| tok/sec ([\d,]+) \| (?:mfu ([\d.]+)%|([\d.]+) TFLOP/s)")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="tiny", help="model preset")
     parser.add_argument("-B", "--batch-size", type=int, default=8, help="micro-batch size")
     parser.add_argument("-T", "--seq-len", type=int, default=None, help="sequence length (default: block_size)")

@@ -28,12 +28,18 @@ def newest_checkpoint(out_dir):
 
 
 def newest_in_run(path):
-    """A run directory (one without a Hugging Face config.json) -> its newest checkpoint; any other path as it is."""
+    """A run directory (one without a Hugging Face config.json) -> its newest checkpoint. Anything else is returned
+    as it is: a checkpoint file, a Hugging Face directory, or a hub name. A name that looks like a path but does
+    not exist (a typo, the README's `log/` before any run) is an error here, not a request to the hub."""
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
         ckpts = checkpoint_paths(path)
         if not ckpts:
             raise ValueError(f"{path} holds neither checkpoints (ckpt_*.pt) nor a Hugging Face config.json")
         return ckpts[-1]
+    first = path.replace(os.sep, "/").split("/")[0]
+    looks_local = path.endswith(("/", os.sep, ".pt")) or path.startswith((".", "/", "~")) or os.path.isdir(first)
+    if not os.path.exists(path) and looks_local:
+        raise FileNotFoundError(f"no such run, checkpoint or model directory: {path}")
     return path
 
 

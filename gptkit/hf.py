@@ -2,7 +2,9 @@
 
 import json
 import os
+import socket
 from dataclasses import asdict, is_dataclass
+from urllib.parse import urlparse
 
 from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE
 
@@ -22,6 +24,34 @@ def check_gpt2_directory(path):
     if model_type != "gpt2":
         raise ValueError(f'{path} is not a GPT-2 checkpoint directory: expected a config.json with "model_type": '
                          '"gpt2" (write one with save_pretrained or export_hf)')
+
+
+def from_pretrained(name_or_dir, auto=False):
+    """transformers' from_pretrained (GPT2LMHeadModel, or AutoModelForCausalLM with auto) for a hub name or a
+    local directory, with one clear error instead of the hub's retries and traceback when it cannot be reached."""
+    import transformers
+
+    check_gpt2_directory(name_or_dir)
+    # no network: the local cache only, instead of a minute of retries
+    local_only = not os.path.isdir(name_or_dir) and not os.environ.get("HF_HUB_OFFLINE") and not hub_resolves()
+    cls = transformers.AutoModelForCausalLM if auto else transformers.GPT2LMHeadModel
+    try:
+        return cls.from_pretrained(name_or_dir, local_files_only=local_only)
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise FileNotFoundError(f"could not load '{name_or_dir}' from the Hugging Face Hub ({reason}); offline, "
+                                "pass one of our run directories or checkpoints, or a local model directory") from None
+
+
+def hub_resolves():
+    """Whether the Hugging Face Hub's host name resolves: a quick look before transformers' slow retries."""
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        return True
+    except OSError:
+        return False
 
 
 def to_hf_model(state_dict, config):

@@ -65,7 +65,9 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     seeded torch.Generator on the model's device) for reproducible samples. A row stops early at `stop_token`
     (not returned). `on_token(tokens)` is called after every step with one entry per row: the new token id, or
     None where the row is still reading its prompt or has stopped. Returns a list of token lists, prompt
-    included. Generation ends at the model's block_size."""
+    included. Generation ends at the model's block_size. A (B, T) tensor of token ids works as prompts too."""
+    if torch.is_tensor(prompts):  # what Hugging Face users pass
+        prompts = prompts.tolist()
     block_size = model.config.block_size
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")

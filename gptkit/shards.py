@@ -36,3 +36,8 @@ def open_shard(path):
         raise ValueError(f"shard {path} holds {tokens.dtype} with shape {tokens.shape}; expected a 1-D uint16 "
                          "array of token ids (re-make it with fineweb.py)")
     return tokens
+
+
+def corpus_prefix(data_dir):
+    """The prefix of the shards in data_dir ("edufineweb" for FineWeb-Edu, the lecture's too): which corpus it is."""
+    return os.path.basename(find_shards(data_dir, "val")[0]).rsplit("_val_", 1)[0]

@@ -14,6 +14,17 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """Stop at once, in one line, when what every test needs is missing."""
+    from gptkit.tokenizer import gpt2_tokenizer
+
+    try:
+        gpt2_tokenizer()
+    except FileNotFoundError as e:
+        pytest.exit(f"{e} (without it the tests use {SHARED / 'tiktoken_cache'} if it exists; SHARED_DIR names "
+                    "another folder holding tiktoken_cache/)", returncode=4)
+
+
 @pytest.fixture(scope="session")
 def data(tmp_path_factory):
     """Tiny Shakespeare as fineweb.py shards it: a val shard and a train shard."""

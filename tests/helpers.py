@@ -11,7 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny Shakespeare and the tiktoken files; SHARED_DIR points elsewhere (bench/gpu_check.sh on a GPU machine)
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
-TINY_SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+TINY_SHAKESPEARE = ROOT / "input.txt"  # the same file as SHARED / "data" / "tinyshakespeare.txt", shipped
 TRAIN = str(ROOT / "train_gpt2.py")
 
 # a tiny model on tiny batches: every step takes a fraction of a second on CPU

@@ -116,6 +116,12 @@ def test_stop_token_and_streaming_callback(small):
     assert [s[0] for s in streamed] == greedy[3 : first + 1]
 
 
+def test_prompts_as_a_tensor_as_hugging_face_users_pass_them(small):
+    _, ours = small
+    prompts = [[5, 17, 42], [1, 2, 3]]
+    assert ours.generate(torch.tensor(prompts), 6, temperature=0) == ours.generate(prompts, 6, temperature=0)
+
+
 def test_generation_stops_at_block_size(small):
     _, ours = small
     out = ours.generate([list(range(60))], 50, temperature=0)

@@ -50,7 +50,17 @@ def test_plot_writes_a_png_of_the_logged_series(run, tmp_path):
     assert plotted["run hella"] == logged["hella"] and sorted(logged["hella"]) == [0, 2, 4]
     # reference lines for a tiny model fall back to the smallest size: GPT-2 124M and GPT-3 125M
     assert [line.get_ydata()[0] for line in hella_ax.lines[1:]] == [0.2945, 0.337]
-    assert loss_ax.lines[-1].get_ydata()[0] == plot.GPT2_124M_VAL_LOSS
+    # Tiny Shakespeare: GPT-2's FineWeb-Edu val loss would compare unlike with unlike, so no line, and a note
+    assert len(loss_ax.lines) == 2 and "no GPT-2 line" in loss_ax.get_title() and "tinyshakespeare" in loss_ax.get_title()
+    assert loss_ax.yaxis.get_major_formatter()(8.0, 0) == "8"  # plain tick labels on the log scale
+
+
+def test_plot_reference_line_only_for_fineweb_edu_and_no_empty_panel(tmp_path):
+    (tmp_path / "log.txt").write_text("0 train 10.9\n1 train 9.5\n1 val 9.4\n")
+    (tmp_path / "run.json").write_text('{"corpus": "edufineweb", "n_params": 124439808}')
+    fig = plot.plot_runs([str(tmp_path)])
+    assert len(fig.axes) == 1  # no HellaSwag logged: no empty HellaSwag panel
+    assert fig.axes[0].lines[-1].get_ydata()[0] == plot.GPT2_124M_VAL_LOSS
 
 
 def test_plot_command_line(run):

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import hellaswag
 import train_gpt2 as tg
 from gptkit import checkpoint
 from gptkit.tokenizer import gpt2_tokenizer
-from helpers import ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
+from helpers import ROOT, SMALL, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # every test here runs the trainer in a subprocess
@@ -119,7 +118,7 @@ def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoin
     result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, gpt2_tokenizer(), "cpu")
     assert hella[3] == round(result["acc_norm"], 4)
     r = train(data, tmp_path / "other", "--hellaswag-interval", 1, "--hellaswag-dir", tmp_path / "none", check=False)
-    assert r.returncode == 1 and "--hellaswag-interval 0" in r.stderr
+    assert r.returncode == 1 and "--hellaswag-dir" in r.stderr and "--hellaswag-interval 0" in r.stderr
 
 
 def test_compile_with_val_loss_hellaswag_and_samples(data, tmp_path):
@@ -182,35 +181,6 @@ def test_clear_errors(data, tmp_path):
     assert r.returncode == 1 and "checkpoint of another model" in r.stderr
     r = train(data, tmp_path / "run", "--max-steps", 1, check=False)
     assert r.returncode == 1 and "already holds checkpoints; pass --resume" in r.stderr
-
-
-def test_quickstart_then_resume_with_its_settings(tmp_path):
-    # the README's quick start in a fresh folder, shortened to 30 steps by a flag (any flag still wins)
-    (tmp_path / "input.txt").write_bytes((ROOT / "input.txt").read_bytes())
-    r = subprocess.run([sys.executable, str(ROOT / "fineweb.py"), "--dataset", "tinyshakespeare"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    quick = [sys.executable, TRAIN, "--quickstart"]
-    r = subprocess.run(quick + ["--max-steps", "30"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "7.3M parameters (tiny)" in r.stdout and "total batch 2,048 tokens = 8 x 256 x 1 ranks" in r.stdout
-    run = tmp_path / "runs" / "quickstart"
-    losses = read_log(run)["train"]
-    assert losses[0] > 10.5 and sum(losses[s] for s in range(25, 30)) / 5 < losses[0] - 2
-    assert sorted(read_log(run)["val"]) == [0, 25, 30]
-    assert r.stdout.count("rank 0 sample") == 2 and "(step 30): ROMEO:" in r.stdout
-    # a finished run: nothing to do, and how to go on
-    r = subprocess.run(quick + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "nothing to do" in r.stdout and "--max-steps" in r.stdout
-    # --resume takes every setting from the checkpoint (tiny, B=8, T=256, 30 steps...) but the flags given
-    r = subprocess.run([sys.executable, TRAIN, "--resume", "--out-dir", str(run), "--max-steps", "32",
-                        "--sample-interval", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resuming from" in r.stdout and "8 x 256 x 1 ranks" in r.stdout and "sample" not in r.stdout
-    assert sorted(read_log(run)["train"]) == list(range(32))
-    saved = final_state(run)["args"]
-    assert (saved["model"], saved["batch_size"], saved["max_steps"], saved["data_dir"]) == \
-        ("tiny", 8, 32, "data/tinyshakespeare")
 
 
 def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
