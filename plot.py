@@ -119,6 +119,7 @@ def plot_runs(run_dirs, out_png=None, n_params=None):
             n_params = run_size(run_dirs[0])
         for (label, acc), color in zip(references_for(n_params), ("red", "green")):
             hella_ax.axhline(acc, color=color, linestyle="--", label=f"{label} ({acc})")
+        hella_ax.axhline(0.25, color="gray", linestyle=":", label="chance (0.25): 1 of 4 endings")
         hella_ax.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -49,6 +49,7 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
+    attention: str = "flash"  # or "manual": the lecture's first version, the same numbers, slower (--attention)
 
 
 class CausalSelfAttention(nn.Module):
@@ -56,6 +57,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head = config.n_head
+        self.config = config  # shared by the whole model: config.attention picks the implementation
         self.layer_idx = layer_idx  # which slot of a KV cache this layer writes
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
@@ -70,9 +72,17 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if cache is not None:  # sampling: attend over the cached earlier positions too (gptkit/sampling.py)
             k, v = cache.update(self.layer_idx, k, v)
-        # flash attention: softmax(q @ k^T / sqrt(head_size)) @ v, causal, without materialising the (T, T) scores.
-        # An explicit mask instead of the causal one: the KV cache, or several sequences packed into one row
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        # mask: None is causal; an explicit bool mask serves the KV cache, or several sequences packed in one row
+        if self.config.attention == "manual":
+            # the lecture's first version: every (T, T) score in memory, each token sees only the past
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, n_head, T, T_k)
+            if mask is None:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+            y = att @ v  # (B, n_head, T, head_size): a weighted sum of the values
+        else:
+            # flash attention: the same softmax(q @ k^T / sqrt(head_size)) @ v without materialising the scores
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.c_proj(y)
 
@@ -191,14 +201,14 @@ class GPT(nn.Module):
                 sd[k].copy_(v.t() if k.endswith(hf.CONV1D_WEIGHTS) else v)
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, device_type):
+    def configure_optimizers(self, weight_decay, learning_rate, device_type, fused=True):
         """AdamW with GPT-3's betas. Weight decay only on 2-D tensors (matmul weights, embeddings); biases and
         LayerNorm gains are left alone. The fused kernel does the whole update in one launch where supported."""
         params = [p for p in self.parameters() if p.requires_grad]  # a tied matrix appears once
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), eps=1e-8,
-                                 fused=device_type in ("cuda", "cpu"))
+                                 fused=fused and device_type in ("cuda", "cpu"))
 
 
 # Named model sizes. GPT-2 from the GPT-2 paper; GPT-3 from Table 2.1 of the GPT-3 paper ("Language Models
@@ -404,7 +414,7 @@ def starting_model(args):
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
         return load_model(args.init_from), None
-    return GPT(preset(args.model)[0]), None
+    return GPT(preset(args.model, args.vocab_size)[0]), None
 
 
 def fill_model_defaults(args, config):
@@ -422,7 +432,7 @@ def fill_model_defaults(args, config):
 def setup_run(args):
     """Model, data, processes and optimizer, restored from the checkpoint when resuming. Returns (run, step)."""
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    torch.set_float32_matmul_precision("high" if args.tf32 else "highest")  # TF32 matmuls on Ampere and newer
     rank, world_size = distributed.rank_and_world_size()
     # everything that can be wrong with the inputs shows up here, before the process group starts
     model, ckpt = starting_model(args)
@@ -443,9 +453,10 @@ def setup_run(args):
 
     device = distributed.setup_distributed(args.device)
     model.loss_chunk_size = args.loss_chunk_size
+    model.config.attention = args.attention
     model.to(device)
     wrapped = distributed.wrap_model(model, args.fsdp, world_size, device)
-    optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0])
+    optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
@@ -648,6 +659,10 @@ def build_parser():
                         "`python fineweb.py --dataset tinyshakespeare`) for a couple of minutes")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="gpt2", help=f"model preset: {', '.join(PRESETS)}")
+    m.add_argument("--vocab-size", type=int, default=PADDED_VOCAB_SIZE,
+                   help="vocabulary rows of a fresh model: GPT-2's 50257 tokens, padded to 50304 for faster matmuls")
+    m.add_argument("--attention", default="flash", choices=["flash", "manual"],
+                   help="scaled_dot_product_attention, or the lecture's first version (q @ k^T, mask, softmax, @ v)")
     m.add_argument("--init-from", help="start from these weights instead of --model's fresh ones: an OpenAI model "
                                        "name (gpt2, gpt2-xl, ...), a Hugging Face GPT-2 directory, a checkpoint file "
                                        "or a run directory; batch size and LR default to that model's preset")
@@ -694,7 +709,11 @@ def build_parser():
     s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
     s.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                    help="autocast dtype for forward passes (auto: bfloat16 on cuda, float32 elsewhere)")
+    s.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="TF32 tensor cores for fp32 matmuls (Ampere and newer GPUs)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
+    s.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=True,
+                   help="AdamW's fused kernel: the whole update in one launch (cuda, cpu)")
     s.add_argument("--loss-chunk-size", type=int, default=0,
                    help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
                         "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "

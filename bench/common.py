@@ -19,8 +19,8 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def save_result(name, device, figures):
-    """Write bench/results/{name}.json with the figures and how they were made; return the path."""
+def save_result(name, device, figures, path=None):
+    """Write bench/results/{name}.json (or path) with the figures and how they were made; return the path."""
     record = {
         "command": " ".join(shlex.quote(a) for a in ["python"] + sys.argv),
         "device": device_name(device),
@@ -28,8 +28,8 @@ def save_result(name, device, figures):
         "date": datetime.date.today().isoformat(),
         **figures,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, f"{name}.json")
+    path = path or os.path.join(RESULTS, f"{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")

@@ -5,6 +5,7 @@
 #   bash bench/gpu_check.sh check     # there, with the device tool: carry [".device"]
 #   bash bench/gpu_check.sh speed
 #   bash bench/gpu_check.sh tune
+#   bash bench/gpu_check.sh ladder
 #
 #   prepare  the tiktoken files and Tiny Shakespeare from ../shared, and wheels of `datasets` and the two
 #            packages it needs that the GPU machine's image lacks (fineweb.py reads every corpus through it)
@@ -16,6 +17,7 @@
 #            and without the chunked loss; a profile of the compiled step
 #   tune     at B_TOP: compile mode max-autotune and cuDNN attention; B=2*B_TOP with the chunked loss; sampling
 #            and HellaSwag speed (compiled and not)
+#   ladder   the lecture's speed ladder (bench/lecture_ladder.py): gpt2, B=16, T=1024, rung by rung
 #
 # Every figure goes to $OUT (what the device tool brings back) as soon as it is made, or to bench/results/
 # without OUT. MODEL, B_LIST, B_TOP, TOTAL, STEPS, T and DEVICE change the workload: DEVICE=cpu MODEL=tiny T=128
@@ -125,12 +127,17 @@ tune() {
     --text .device/data/tinyshakespeare.txt | grep -E "examples_per_s|speedup|identical"
 }
 
+ladder() {
+  log "the lecture's speed ladder, $MODEL B=16 T=$T"
+  run 540 $PY bench/lecture_ladder.py --model "$MODEL" -B 16 -T "$T" --device "$DEVICE" --steps 10
+}
+
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(check speed tune)
+[ ${#stages[@]} -gt 0 ] || stages=(check speed tune ladder)
 for stage in "${stages[@]}"; do
   case $stage in
-    check|speed|tune) $stage ;;
-    *) echo "unknown stage '$stage'; stages: check speed tune" >&2; exit 2 ;;
+    check|speed|tune|ladder) $stage ;;
+    *) echo "unknown stage '$stage'; stages: check speed tune ladder" >&2; exit 2 ;;
   esac
 done
 log "done: figures in $BENCH_RESULTS"

@@ -47,3 +47,16 @@ def test_train_throughput_and_profile(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--variants", "fast"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown variants ['fast']" in r.stderr
+
+
+def test_lecture_ladder_times_every_rung_and_says_which_do_nothing_here(tmp_path):
+    out = tmp_path / "ladder.json"
+    r = bench(tmp_path, "lecture_ladder.py", "--model", "tiny", "-B", 2, "-T", 32, "--steps", 2, "--warmup", 1,
+              "--device", "cpu", "--out", out)
+    ladder = json.loads(out.read_text())
+    assert [rung["name"] for rung in ladder["rungs"]] == ["fp32", "tf32", "bf16 autocast", "torch.compile",
+                                                           "flash attention", "vocab 50304", "fused AdamW"]
+    assert all(rung["ms_per_step"] > 0 and rung["tokens_per_s"] > 0 for rung in ladder["rungs"])
+    assert [rung["name"] for rung in ladder["rungs"] if not rung["applies"]] == ["tf32"]  # no tensor cores on a CPU
+    assert ladder["device"] and ladder["torch"] and ladder["date"] and "lecture_ladder.py" in ladder["command"]
+    assert "n/a here" in r.stdout  # TF32's line in the table

@@ -40,26 +40,26 @@ def copy_tracked_files(dest):
 
 def test_quickstart_is_one_command_in_a_fresh_clone_and_resumes(tmp_path):
     clone = copy_tracked_files(tmp_path / "clone")
-    r = run(["train_gpt2.py", "--quickstart", "--max-steps", 30], clone)  # 30 of its 100 steps
+    r = run(["train_gpt2.py", "--quickstart", "--max-steps", 20], clone)  # 20 of its 100 steps
     assert r.returncode == 0, r.stderr[-3000:]
     assert (clone / "data" / "tinyshakespeare" / "manifest.json").exists()  # made from input.txt by fineweb.py
     assert "7.3M parameters (tiny)" in r.stdout and "total batch 2,048 tokens = 8 x 256 x 1 ranks" in r.stdout
     quick = clone / "runs" / "quickstart"
     losses = read_log(quick)["train"]
-    assert losses[0] > 10.5 and sum(losses[s] for s in range(25, 30)) / 5 < losses[0] - 2
-    assert sorted(read_log(quick)["val"]) == [0, 25, 30]
-    assert r.stdout.count("rank 0 sample") == 2 and "(step 30): ROMEO:" in r.stdout
+    assert losses[0] > 10.5 and sum(losses[s] for s in range(15, 20)) / 5 < losses[0] - 1.5
+    assert sorted(read_log(quick)["val"]) == [0, 20]
+    assert r.stdout.count("rank 0 sample") == 2 and "(step 20): ROMEO:" in r.stdout
     # a finished run: nothing to do, and how to go on
     r = run(["train_gpt2.py", "--quickstart", "--resume"], clone)
     assert r.returncode == 0 and "nothing to do" in r.stdout and "--max-steps" in r.stdout
     # --resume takes every setting from the checkpoint (tiny, B=8, T=256, ...) but the flags given
-    r = run(["train_gpt2.py", "--resume", "--out-dir", "runs/quickstart", "--max-steps", 32, "--sample-interval", 0],
+    r = run(["train_gpt2.py", "--resume", "--out-dir", "runs/quickstart", "--max-steps", 22, "--sample-interval", 0],
             clone)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stdout and "8 x 256 x 1 ranks" in r.stdout and "sample" not in r.stdout
-    assert sorted(read_log(quick)["train"]) == list(range(32))
+    assert sorted(read_log(quick)["train"]) == list(range(22))
     saved = final_state(quick)["args"]
-    assert (saved["model"], saved["batch_size"], saved["max_steps"]) == ("tiny", 8, 32)
+    assert (saved["model"], saved["batch_size"], saved["max_steps"]) == ("tiny", 8, 22)
 
 
 def test_fineweb_without_input_txt_offline(tmp_path):

@@ -3,7 +3,7 @@
 import math
 import os
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -269,3 +269,39 @@ def test_stop_request_acknowledges_then_aborts_and_restores_the_handlers():
         with pytest.raises(KeyboardInterrupt, match="without a checkpoint"):
             os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_manual_attention_equals_flash_attention_in_training_sampling_and_packed_rows(small):
+    _, flash = small
+    manual = tg.GPT(replace(flash.config, attention="manual")).eval()
+    manual.load_state_dict(flash.state_dict())
+    idx = torch.randint(0, 300, (3, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for a, b in zip(manual(idx[:, :-1], idx[:, 1:]), flash(idx[:, :-1], idx[:, 1:])):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        # packed rows: positions restart and a block mask hides one segment from the other
+        pos = torch.cat([torch.arange(20), torch.arange(10, 30)])[None].expand(3, -1)
+        seg = (torch.arange(40) >= 20)[None]
+        mask = ((seg[:, :, None] == seg[:, None, :]) & torch.ones(40, 40, dtype=torch.bool).tril())[:, None]
+        torch.testing.assert_close(manual.hidden_states(idx, pos=pos, mask=mask),
+                                   flash.hidden_states(idx, pos=pos, mask=mask), atol=1e-5, rtol=1e-5)
+    prompts = [[5, 17, 42, 7, 99], [1, 2]]  # the KV cache, ragged prompts
+    assert manual.generate(prompts, 15, temperature=0) == flash.generate(prompts, 15, temperature=0)
+
+
+def test_padded_vocabulary_gives_the_same_loss_on_the_real_rows():
+    torch.manual_seed(0)
+    real = tg.GPT(tg.GPTConfig(block_size=32, vocab_size=GPT2_VOCAB_SIZE, n_layer=1, n_head=2, n_embd=32)).eval()
+    padded = tg.GPT(replace(real.config, vocab_size=tg.PADDED_VOCAB_SIZE)).eval()
+    state = real.state_dict()
+    with torch.no_grad():
+        for name, p in padded.state_dict().items():
+            p[: state[name].size(0)].copy_(state[name])  # the same weights; 47 extra rows, never a target
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 17))
+    with torch.no_grad():
+        logits_real, loss_real = real(idx[:, :-1], idx[:, 1:])
+        logits_padded, _ = padded(idx[:, :-1], idx[:, 1:])
+    torch.testing.assert_close(logits_padded[..., :GPT2_VOCAB_SIZE], logits_real)
+    loss_on_real_rows = torch.nn.functional.cross_entropy(logits_padded[..., :GPT2_VOCAB_SIZE].flatten(0, 1),
+                                                          idx[:, 1:].flatten())
+    torch.testing.assert_close(loss_on_real_rows, loss_real)

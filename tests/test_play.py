@@ -49,7 +49,7 @@ def test_plot_writes_a_png_of_the_logged_series(run, tmp_path):
     assert plotted["run train"] == logged["train"] and plotted["run val"] == logged["val"]
     assert plotted["run hella"] == logged["hella"] and sorted(logged["hella"]) == [0, 2, 4]
     # reference lines for a tiny model fall back to the smallest size: GPT-2 124M and GPT-3 125M
-    assert [line.get_ydata()[0] for line in hella_ax.lines[1:]] == [0.2945, 0.337]
+    assert [line.get_ydata()[0] for line in hella_ax.lines[1:]] == [0.2945, 0.337, 0.25]  # and chance
     # Tiny Shakespeare: GPT-2's FineWeb-Edu val loss would compare unlike with unlike, so no line, and a note
     assert len(loss_ax.lines) == 2 and "no GPT-2 line" in loss_ax.get_title() and "tinyshakespeare" in loss_ax.get_title()
     assert loss_ax.yaxis.get_major_formatter()(8.0, 0) == "8"  # plain tick labels on the log scale
