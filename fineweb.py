@@ -23,7 +23,7 @@ from multiprocessing import Pool
 
 import numpy as np
 
-from gptkit.cli import HelpFormatter
+from gptkit.cli import HelpFormatter, progress
 from gptkit.download import download
 from gptkit.shards import shard_name
 from gptkit.tokenizer import gpt2_tokenizer
@@ -190,8 +190,6 @@ def tokenize_documents(texts):
 
 
 def write_shards(args):
-    from tqdm import tqdm
-
     enc = gpt2_tokenizer()  # in this process first: a missing tokenizer gets a clear error
     assert enc.n_vocab <= 2**16, "token ids must fit in uint16"
     writer = ShardWriter(args.out, {**source_description(args), "eot": enc.eot_token})
@@ -203,7 +201,7 @@ def write_shards(args):
         print(f"resuming after {len(writer.shards)} shards, at document {writer.resume_doc}")
         ds = ds.skip(writer.resume_doc)
     doc, skip = writer.resume_doc, writer.resume_offset
-    bar = tqdm(unit="tok", unit_scale=True, desc=f"tokenizing into {args.out}",
+    bar = progress(unit="tok", unit_scale=True, desc=f"tokenizing into {args.out}",
                initial=sum(s["tokens"] for s in writer.shards))
 
     def consume(result):

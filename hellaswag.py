@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from gptkit.cli import HelpFormatter
+from gptkit.cli import HelpFormatter, progress
 from gptkit.distributed import autocast_context, autodetect_device
 from gptkit.download import download
 from gptkit.tokenizer import gpt2_tokenizer
@@ -122,19 +122,19 @@ def attention_mask(segments):
     return ((same | context) & causal)[:, None]
 
 
-def score(logits_fn, examples, enc, batch_size, device, n_batches=None, pad_to=None):
+def score(logits_fn, examples, enc, batch_size, device, n_batches=None, pad_to=None, show_progress=False):
     """Per-example (4,) summed and mean cross-entropy of every ending, `batch_size` packed examples per forward
     pass. logits_fn(tokens, positions, mask, rows, cols) returns the logits at positions (rows, cols) only: the
     ones that predict an ending token. Examples are sorted by length so that little padding is needed: rows are
     padded to a multiple of 8, or all to pad_to (one shape, so a compiled model compiles once); the last batch
     gets empty rows. n_batches > needed adds all-padding batches, so that every rank makes as many forward
-    passes (FSDP needs that)."""
+    passes (FSDP needs that). show_progress: a progress bar in a terminal."""
     packed = [pack(ex, enc) for ex in examples]
     order = sorted(range(len(packed)), key=lambda i: -len(packed[i][0]))
     n_batches = n_batches or math.ceil(len(examples) / batch_size)
     sums = torch.zeros(len(examples), 4)
     counts = torch.zeros(len(examples), 4)
-    for b in range(n_batches):
+    for b in progress(range(n_batches), show_progress, desc="HellaSwag", unit="batch"):
         chunk = order[b * batch_size : (b + 1) * batch_size]
         L = pad_to or math.ceil(max([len(packed[i][0]) for i in chunk] + [1]) / 8) * 8
         tokens = torch.zeros((batch_size, L), dtype=torch.long)
@@ -192,12 +192,12 @@ def packed_length(examples, enc):
     return math.ceil(max(len(pack(ex, enc)[0]) for ex in examples) / 64) * 64
 
 
-def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1, pad_to=None):
+def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size=1, pad_to=None, show_progress=False):
     """acc and acc_norm over the examples. With world_size > 1, rank k scores examples k, k + W, ... and the
     counts are summed across ranks, so every rank returns the totals."""
     mine = examples[rank::world_size]
     n_batches = math.ceil(math.ceil(len(examples) / world_size) / batch_size)  # the same on every rank
-    sums, means = score(logits_fn, mine, enc, batch_size, device, n_batches, pad_to)
+    sums, means = score(logits_fn, mine, enc, batch_size, device, n_batches, pad_to, show_progress)
     labels = torch.tensor([ex["label"] for ex in mine], dtype=torch.long)
     counts = torch.tensor([len(mine), (sums.argmin(1) == labels).sum().item(), (means.argmin(1) == labels).sum().item()],
                           dtype=torch.long, device=device)
@@ -250,7 +250,7 @@ def main(argv=None):
     forward = hf_logits_fn(model, autocast_context(device.split(":")[0], args.dtype))
     t0 = time.time()
     result = evaluate(forward, examples, enc, device, args.batch_size,
-                      pad_to=packed_length(examples, enc) if args.compile else None)
+                      pad_to=packed_length(examples, enc) if args.compile else None, show_progress=True)
     dt = time.time() - t0
     print(f"{args.model} on HellaSwag {args.split}: {result['n']} examples | acc {result['acc']:.4f} "
           f"({result['correct']}/{result['n']}) | acc_norm {result['acc_norm']:.4f} ({result['correct_norm']}/"

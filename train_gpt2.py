@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import checkpoint, distributed, flops, hf, sampling
+from gptkit import checkpoint, distributed, flops, hf, sampling, tracking
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, apply_defaults, given_flags
 from gptkit.shards import corpus_prefix, find_shards, open_shard
@@ -390,17 +390,23 @@ class Run:
     autocast: object
     hella_examples: list = None
     val_loss: float = None
-    log_file: object = None
+    best_val_loss: float = None  # for --save-best
+    log_file: object = None  # rank 0's log.txt
+    tracker: object = None  # rank 0's wandb / TensorBoard (gptkit/tracking.py)
 
     def log(self, message):
         if self.rank == 0:
             print(message, flush=True)
 
-    def write_log(self, line):
-        """log.txt: one line per event, `{step} {train|val|hella} {value}`, read by plot.py and play.ipynb."""
+    def record(self, step, kind, value, **more):
+        """One event in log.txt, `{step} {train|val|hella} {value}` (read by plot.py and play.ipynb), and on the
+        dashboard with --wandb / --tensorboard, together with the step's other figures (more)."""
         if self.log_file is not None:
-            self.log_file.write(line + "\n")
+            self.log_file.write(f"{step} {kind} {value:.{6 if kind == 'train' else 4}f}\n")
             self.log_file.flush()
+        if self.tracker is not None:
+            name = {"train": "train/loss", "val": "val/loss", "hella": "hellaswag/acc_norm"}[kind]
+            self.tracker.log(step, {name: value, **{f"train/{k}": v for k, v in more.items()}})
 
 
 def starting_model(args):
@@ -443,8 +449,9 @@ def setup_run(args):
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
     if args.fsdp and world_size == 1:
         raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N, N > 1")
-    if args.quickstart and world_size == 1 and not os.path.isdir(args.data_dir):
-        fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # the quick start is one command
+    tracking.check_installed(args.wandb, args.tensorboard)
+    if (args.quickstart or args.finetune) and world_size == 1 and not os.path.isdir(args.data_dir):
+        fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # one command, from input.txt
     train_loader = None if args.eval_only else \
         DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
     val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
@@ -464,7 +471,7 @@ def setup_run(args):
         checkpoint.restore_optimizer(model, optimizer, ckpt["optimizer"])
         train_loader.load_state_dict(ckpt["train_loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        run.val_loss = ckpt.get("val_loss")
+        run.val_loss = run.best_val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {checkpoint.newest_checkpoint(args.out_dir)} at step {ckpt['step']}")
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
@@ -544,7 +551,11 @@ def evaluate_val_loss(run, step):
             total += loss / run.args.eval_steps
     run.val_loss = distributed.all_reduce_mean(total, run.world_size).item()
     run.log(f"step {step:5d} | val loss {run.val_loss:.4f}")
-    run.write_log(f"{step} val {run.val_loss:.4f}")
+    run.record(step, "val", run.val_loss)
+    if run.args.save_best and run.train_loader is not None and (run.best_val_loss is None or
+                                                                run.val_loss < run.best_val_loss):
+        run.best_val_loss = run.val_loss
+        save(run, step)  # fine-tuning: keep the weights that did best, not the last ones
 
 
 def evaluate_hellaswag(run, step):
@@ -556,7 +567,7 @@ def evaluate_hellaswag(run, step):
                                     gpt2_tokenizer(), run.device, run.args.hellaswag_batch_size, run.rank,
                                     run.world_size)
     run.log(f"step {step:5d} | HellaSwag acc_norm {result['correct_norm']}/{result['n']} = {result['acc_norm']:.4f}")
-    run.write_log(f"{step} hella {result['acc_norm']:.4f}")
+    run.record(step, "hella", result["acc_norm"])
 
 
 def print_samples(run, step):
@@ -581,19 +592,32 @@ def save(run, step):
         run.log(f"saved {checkpoint.save_checkpoint(state, run.args.out_dir, step, run.args.keep_checkpoints)}")
 
 
-def write_run_info(run):
-    """run.json beside log.txt: what plot.py and the notebook need to know about the run before any checkpoint."""
-    info = {"corpus": corpus_prefix(run.args.data_dir), "n_params": run.raw_model.num_params(), "args": vars(run.args)}
-    with open(os.path.join(run.args.out_dir, "run.json"), "w") as f:
+def start_logs(run, start_step):
+    """Rank 0's records: log.txt (appended to: a resumed run keeps its history), the dashboards, and run.json
+    beside them, what plot.py and the notebook need to know about the run before any checkpoint exists."""
+    args = run.args
+    info_path = os.path.join(args.out_dir, "run.json")
+    previous = {}
+    if args.resume and os.path.isfile(info_path):
+        with open(info_path) as f:
+            previous = json.load(f)
+    run.log_file = open(os.path.join(args.out_dir, "log.txt"), "a")
+    if args.wandb or args.tensorboard:
+        run.tracker = tracking.Tracker(args.out_dir, vars(args), start_step, args.wandb, args.tensorboard,
+                                       previous.get("wandb_id"))
+    info = {"corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params(),
+            "wandb_id": run.tracker.wandb_id if run.tracker else previous.get("wandb_id"), "args": vars(args)}
+    with open(info_path, "w") as f:
         json.dump(info, f, indent=1)
 
 
 def log_step(run, step, loss, norm, lr, dt):
     tokens_per_sec = run.args.total_batch_size / dt
-    speed = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
+    use = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
+    speed = f"mfu {use['mfu']:.1%}" if "mfu" in use else f"{use['tflops']:.3f} TFLOP/s"  # per device
     run.log(f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.0f}ms | "
             f"tok/sec {tokens_per_sec:,.0f} | {speed}")
-    run.write_log(f"{step} train {loss:.6f}")
+    run.record(step, "train", loss, lr=lr, grad_norm=norm, tokens_per_sec=tokens_per_sec, **use)
 
 
 def train(args):
@@ -611,8 +635,7 @@ def train(args):
             return run.val_loss
         os.makedirs(args.out_dir, exist_ok=True)
         if run.rank == 0:
-            run.log_file = open(os.path.join(args.out_dir, "log.txt"), "a")  # append: a resumed run keeps its history
-            write_run_info(run)
+            start_logs(run, start_step)
         for step in range(start_step, end_step):
             evaluate(run, step)
             t0 = time.time()
@@ -626,12 +649,16 @@ def train(args):
             if stop_now or done == end_step or (args.checkpoint_interval and done % args.checkpoint_interval == 0):
                 if done == args.max_steps:
                     evaluate(run, done, final=True)  # the final model
-                save(run, done)
+                if not args.save_best:
+                    save(run, done)
             if stop_now:
-                run.log(f"stopped by a signal after step {step}; continue with --resume")
+                run.log(f"stopped by a signal after step {step}; " + ("the best checkpoint is kept" if args.save_best
+                                                                          else "continue with --resume"))
                 break
         if run.log_file is not None:
             run.log_file.close()
+        if run.tracker is not None:
+            run.tracker.close()
     return run.val_loss
 
 
@@ -645,8 +672,14 @@ QUICKSTART = dict(model="tiny", data_dir="data/tinyshakespeare", out_dir="runs/q
                   seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10,
                   eval_interval=25, eval_steps=4, hellaswag_interval=0, sample_interval=50, num_samples=2,
                   sample_tokens=48, checkpoint_interval=50, sample_prompt="ROMEO:")
+# --finetune: nanoGPT's finetune_shakespeare, the step after pretraining: OpenAI's GPT-2 (or --init-from a
+# checkpoint) on a small local corpus, with a small constant LR, frequent val loss, and only the best checkpoint
+FINETUNE = dict(init_from="gpt2", data_dir="data/tinyshakespeare", out_dir="runs/finetune", batch_size=4,
+                seq_len=512, total_batch_size=8192, max_steps=100, warmup_steps=0, max_lr=3e-5, min_lr=3e-5,
+                eval_interval=10, eval_steps=8, hellaswag_interval=0, sample_interval=50, num_samples=2,
+                sample_tokens=64, sample_prompt="ROMEO:", save_best=True, keep_checkpoints=1)
 # what --resume does not take from the checkpoint's saved settings: they belong to this invocation
-NOT_RESUMED = ("resume", "stop_at", "device", "quickstart", "eval_only")
+NOT_RESUMED = ("resume", "stop_at", "device", "quickstart", "finetune", "eval_only")
 
 
 def build_parser():
@@ -655,8 +688,11 @@ def build_parser():
                                 "Several GPUs: torchrun --standalone --nproc_per_node=8 train_gpt2.py ...",
                                 formatter_class=HelpFormatter)
     p.add_argument("--quickstart", action="store_true",
-                   help="CPU quick start: the tiny preset on Tiny Shakespeare (data/tinyshakespeare, made by "
-                        "`python fineweb.py --dataset tinyshakespeare`) for a couple of minutes")
+                   help="CPU quick start: the tiny preset on Tiny Shakespeare (data/tinyshakespeare, made from "
+                        "input.txt when missing) for a few minutes")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune OpenAI's gpt2 (or --init-from a checkpoint) on Tiny Shakespeare (or --data-dir): "
+                        "constant LR 3e-5, val loss every 10 steps, only the best checkpoint kept (see FINETUNE)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="gpt2", help=f"model preset: {', '.join(PRESETS)}")
     m.add_argument("--vocab-size", type=int, default=PADDED_VOCAB_SIZE,
@@ -694,6 +730,8 @@ def build_parser():
     r.add_argument("--checkpoint-interval", type=int, default=5000,
                    help="steps between checkpoints (one is always written at the end and on SIGTERM/SIGINT)")
     r.add_argument("--keep-checkpoints", type=int, default=3, help="keep only the newest K checkpoints")
+    r.add_argument("--save-best", action="store_true",
+                   help="write a checkpoint whenever the val loss improves, and no other (fine-tuning)")
     r.add_argument("--out-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its newest checkpoint, with its settings; flags given "
@@ -704,6 +742,9 @@ def build_parser():
     r.add_argument("--eval-only", action="store_true",
                    help="evaluate the starting model once (--init-from RUN, --resume, or a preset) and exit: val "
                         "loss, HellaSwag and samples, each unless its interval is 0; nothing is written")
+    k = p.add_argument_group("tracking (optional packages: pip install -e \".[track]\")")
+    k.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project (WANDB_MODE=offline works)")
+    k.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files to OUT_DIR/tensorboard")
     s = p.add_argument_group("system")
     s.add_argument("--seed", type=int, default=1337, help="seed for the initial weights and data shuffling")
     s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
@@ -729,8 +770,10 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     given = given_flags(p, argv)
-    if args.quickstart:
-        apply_defaults(args, QUICKSTART, given)
+    if args.quickstart and args.finetune:
+        p.error("--quickstart and --finetune are two recipes: choose one")
+    if args.quickstart or args.finetune:
+        apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
     if args.resume:
         path = checkpoint.newest_checkpoint(args.out_dir)
         saved = checkpoint.load_checkpoint(path).get("args", {})

@@ -2,6 +2,8 @@
 
 import argparse
 import copy
+import os
+import sys
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -28,3 +30,11 @@ def apply_defaults(args, defaults, given):
     for key, value in defaults.items():
         if key not in given:
             setattr(args, key, value)
+
+
+def progress(iterable=None, enabled=True, **kwargs):
+    """A tqdm progress bar for long work, silent under CI=true and when stderr is not a terminal (a log file)."""
+    from tqdm import tqdm
+
+    quiet = not enabled or os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
+    return tqdm(iterable, disable=quiet, **kwargs)

@@ -4,15 +4,15 @@ import os
 import urllib.error
 import urllib.request
 
+from gptkit.cli import progress
+
 
 def download(url, path):
     """Fetch url to path through a temporary file, so that a failed download leaves nothing behind.
     Raises FileNotFoundError naming the file to put at `path` by hand when the internet cannot be reached."""
-    from tqdm import tqdm
-
     tmp = path + ".part"
     try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f, tqdm(
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f, progress(
             total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True, desc=path
         ) as bar:
             while chunk := r.read(1 << 20):

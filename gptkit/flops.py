@@ -25,7 +25,8 @@ def peak_flops(device_name):
 
 
 def utilization(config, T, tokens_per_sec, device):
-    """How hard one device works at tokens_per_sec of its own: MFU on a GPU whose peak is known, TFLOP/s otherwise."""
+    """How hard one device works at tokens_per_sec of its own: {"mfu": fraction of the peak} on a GPU whose peak
+    is known, {"tflops": achieved TFLOP/s} otherwise."""
     achieved = flops_per_token(config, T) * tokens_per_sec
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.startswith("cuda") else None
-    return f"mfu {achieved / peak:.1%}" if peak else f"{achieved / 1e12:.3f} TFLOP/s"
+    return {"mfu": achieved / peak} if peak else {"tflops": achieved / 1e12}

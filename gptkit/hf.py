@@ -1,4 +1,8 @@
-"""Our GPT as a Hugging Face transformers GPT-2: for export_hf, and for tools that take a transformers model."""
+"""Our GPT as a Hugging Face transformers GPT-2: export_hf writes a complete model directory (weights, config,
+tokenizer, generation config) that transformers, its pipelines and lm-evaluation-harness load offline.
+
+    python -m gptkit.hf runs/quickstart my-gpt2-hf      # a run directory (its newest checkpoint) or a checkpoint
+"""
 
 import json
 import os
@@ -6,7 +10,7 @@ import socket
 from dataclasses import asdict, is_dataclass
 from urllib.parse import urlparse
 
-from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE
+from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, write_bpe_files
 
 # Conv1D layers in OpenAI's checkpoints: their weights are the transpose of nn.Linear's
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -79,6 +83,50 @@ def to_hf_model(state_dict, config):
 
 
 def export_hf(model, out_dir):
-    """Write a Hugging Face GPT-2 directory (config.json + model.safetensors) that
-    transformers.AutoModelForCausalLM.from_pretrained(out_dir) loads."""
-    to_hf_model(model.state_dict(), model.config).save_pretrained(out_dir)
+    """Write a Hugging Face GPT-2 directory that AutoModelForCausalLM and AutoTokenizer load, offline too:
+    config.json, model.safetensors, generation_config.json and the GPT-2 tokenizer (vocab.json, merges.txt and
+    transformers' own tokenizer files), which gives tiktoken's ids."""
+    save_hf(to_hf_model(model.state_dict(), model.config), out_dir)
+
+
+def export_checkpoint(path, out_dir):
+    """export_hf for one of our checkpoint files or run directories (the newest checkpoint), without the trainer."""
+    from gptkit import checkpoint
+
+    ckpt = checkpoint.load_checkpoint(checkpoint.newest_in_run(path))
+    save_hf(to_hf_model(ckpt["model"], ckpt["config"]), out_dir)
+
+
+def save_hf(hf_model, out_dir):
+    from transformers import GPT2TokenizerFast
+
+    os.makedirs(out_dir, exist_ok=True)
+    hf_model.generation_config.pad_token_id = EOT_TOKEN  # GPT-2 has no padding token: batched generation pads with EOT
+    hf_model.save_pretrained(out_dir)
+    write_bpe_files(out_dir)
+    # read back from the two files (the way every transformers version can), then saved in transformers' own form
+    tokenizer = GPT2TokenizerFast.from_pretrained(out_dir, model_max_length=hf_model.config.n_positions)
+    tokenizer.save_pretrained(out_dir)
+
+
+def main(argv=None):
+    import argparse
+    import sys
+
+    from gptkit.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("model", help="one of our checkpoint files, or a run directory (its newest checkpoint)")
+    parser.add_argument("out_dir", help="the Hugging Face directory to write")
+    args = parser.parse_args(argv)
+    try:
+        export_checkpoint(args.model, args.out_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out_dir}: load it with transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
