@@ -25,7 +25,7 @@ from gptkit.cli import HelpFormatter  # noqa: E402
 from gptkit.distributed import autodetect_device  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
-from train_throughput import measure  # noqa: E402
+from train_throughput import measure, training_step  # noqa: E402
 
 FIRST = dict(attention="manual", vocab_size=GPT2_VOCAB_SIZE, tf32=False, dtype=torch.float32, compile=False,
              fused=False)
@@ -60,19 +60,7 @@ def make_step(config, settings, B, T, device, tokens):
     optimizer = model.configure_optimizers(0.1, 6e-4, device_type, fused=settings["fused"])
     forward = torch.compile(model) if settings["compile"] else model
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
-    dtype = settings["dtype"]
-
-    def step():
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = forward(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-
-    return step
+    return training_step(model, forward, optimizer, x, y, settings["dtype"])
 
 
 def main():

@@ -62,12 +62,20 @@ def make_step(config, B, T, device, dtype, variant, loss_chunk_size):
         optimizer = model.configure_optimizers(0.1, 6e-4, device_type)
     model.loss_chunk_size = loss_chunk_size if chunked else 0
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
-    kernel = sdpa_kernel(attention) if attention is not None else contextlib.nullcontext()
+    kernel = sdpa_kernel(attention) if attention is not None else None
     x = torch.randint(0, GPT2_VOCAB_SIZE, (B, T), device=device)
     y = torch.randint(0, GPT2_VOCAB_SIZE, (B, T), device=device)
+    return training_step(model, forward, optimizer, x, y, dtype, kernel)
+
+
+def training_step(model, forward, optimizer, x, y, dtype, context=None):
+    """A function that runs one optimizer step on x, y as the trainer does: forward under autocast (in context,
+    an attention-kernel choice, say), backward, clip, AdamW; waits for the GPU so that it can be timed."""
+    device_type = x.device.type
 
     def step():
-        with kernel, torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+        with context or contextlib.nullcontext(), torch.autocast(device_type, dtype=dtype,
+                                                                 enabled=dtype != torch.float32):
             _, loss = forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
