@@ -391,6 +391,7 @@ class Run:
     hella_examples: list = None
     val_loss: float = None
     best_val_loss: float = None  # for --save-best
+    lock: object = None  # rank 0's hold on the run directory
     log_file: object = None  # rank 0's log.txt
     tracker: object = None  # rank 0's wandb / TensorBoard (gptkit/tracking.py)
 
@@ -462,7 +463,7 @@ def setup_run(args):
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
-    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device)
+    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing)
     optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
@@ -635,6 +636,7 @@ def train(args):
             return run.val_loss
         os.makedirs(args.out_dir, exist_ok=True)
         if run.rank == 0:
+            run.lock = checkpoint.lock_run_dir(args.out_dir)  # a second job on this directory stops here
             start_logs(run, start_step)
         for step in range(start_step, end_step):
             evaluate(run, step)
@@ -760,6 +762,9 @@ def build_parser():
                         "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "
                         "0: the full logits, as in the lecture")
     s.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (one shard per rank) instead of DDP")
+    s.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in the backward pass instead of keeping them: less "
+                        "memory (a larger -B, a larger model), about a third more compute")
     return p
 
 

@@ -1,6 +1,7 @@
 """Checkpoint files: ckpt_{step:06d}.pt in the run directory, written atomically by rank 0, holding only tensors
 and plain data so that torch.load(weights_only=True) reads them, with everything a run needs to resume exactly."""
 
+import fcntl
 import os
 import pickle
 import re
@@ -83,3 +84,16 @@ def save_checkpoint(state, out_dir, step, keep):
     for old in checkpoint_paths(out_dir)[:-keep]:
         os.remove(old)
     return path
+
+
+def lock_run_dir(out_dir):
+    """One live job per run directory: an exclusive lock on out_dir/.lock, held until this process ends (the
+    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned file."""
+    f = open(os.path.join(out_dir, ".lock"), "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(f"another job is training in {out_dir} (it holds {out_dir}/.lock); wait for it to end or "
+                         "stop it, then --resume, or choose another --out-dir") from None
+    return f

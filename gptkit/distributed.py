@@ -6,6 +6,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
+from torch.distributed._composable import checkpoint
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -44,9 +45,14 @@ def setup_distributed(device=None):
     return device
 
 
-def wrap_model(model, fsdp, world_size, device):
+def wrap_model(model, fsdp, world_size, device, activation_checkpointing=False):
     """DDP keeps a full copy of the model on every rank and averages the gradients; FSDP2 shards parameters,
-    gradients and optimizer state across the ranks, one transformer block at a time. One process: unchanged."""
+    gradients and optimizer state across the ranks, one transformer block at a time. One process: unchanged.
+    Activation checkpointing keeps only each block's input for the backward pass and recomputes the rest there:
+    about a third more compute for a fraction of the activation memory. Parameter names do not change."""
+    if activation_checkpointing:
+        for block in model.transformer.h:
+            checkpoint(block)
     if fsdp:
         for block in model.transformer.h:
             fully_shard(block)

@@ -3,6 +3,8 @@
 import math
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import asdict, replace
 
 import pytest
@@ -10,10 +12,12 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
+from gptkit import distributed
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
+from helpers import ROOT
 
 
 def random_hf_model(tmp_path, n_layer, n_head, n_embd, vocab_size, n_positions, seed=0):
@@ -305,3 +309,40 @@ def test_padded_vocabulary_gives_the_same_loss_on_the_real_rows():
     loss_on_real_rows = torch.nn.functional.cross_entropy(logits_padded[..., :GPT2_VOCAB_SIZE].flatten(0, 1),
                                                           idx[:, 1:].flatten())
     torch.testing.assert_close(loss_on_real_rows, loss_real)
+
+
+PEAK_MEMORY = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+import train_gpt2 as tg
+from gptkit import distributed
+torch.manual_seed(0)
+model = tg.GPT(tg.preset("mini")[0])
+distributed.wrap_model(model, False, 1, "cpu", activation_checkpointing={ac})
+idx = torch.randint(0, 50257, (8, 257), generator=torch.Generator().manual_seed(0))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model(idx[:, :-1], idx[:, 1:])[1].backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.slow
+def test_activation_checkpointing_gives_the_same_gradients_with_less_memory():
+    torch.manual_seed(0)
+    plain = tg.GPT(tg.GPTConfig(block_size=64, vocab_size=300, n_layer=3, n_head=4, n_embd=64))
+    checkpointed = tg.GPT(plain.config)
+    checkpointed.load_state_dict(plain.state_dict())
+    distributed.wrap_model(checkpointed, False, 1, "cpu", activation_checkpointing=True)
+    assert checkpointed.state_dict().keys() == plain.state_dict().keys()  # checkpoints stay interchangeable
+    idx = torch.randint(0, 300, (2, 41))
+    for model in (plain, checkpointed):
+        model(idx[:, :-1], idx[:, 1:])[1].backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=0, msg=lambda m: f"{name}: {m}")
+    peaks = {}  # KiB the forward and backward pass add to the process's peak memory, mini preset, B=8, T=256
+    for ac in (False, True):
+        r = subprocess.run([sys.executable, "-c", PEAK_MEMORY.format(root=str(ROOT), ac=ac)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        peaks[ac] = int(r.stdout)
+    assert peaks[True] < peaks[False] - 50_000  # at least 50 MB less

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import hellaswag
 import train_gpt2 as tg
 from gptkit import checkpoint
 from gptkit.tokenizer import gpt2_tokenizer
-from helpers import ROOT, SMALL, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
+from helpers import ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # every test here runs the trainer in a subprocess
@@ -222,3 +223,44 @@ def test_train_in_process_restores_the_signal_handlers(data, tmp_path):
     val_loss = tg.train(args)
     assert round(val_loss, 4) == read_log(tmp_path)["val"][2]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_second_job_on_a_live_run_directory_is_refused_until_the_first_dies(data, tmp_path):
+    args = ["--data-dir", data, "--out-dir", str(tmp_path), *SMALL, "--max-steps", 500, "--eval-interval", 0,
+            "--checkpoint-interval", 1]
+    first = subprocess.Popen(command(1) + list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(checkpoint.checkpoint_paths(str(tmp_path))) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        log_before = (tmp_path / "log.txt").read_text()
+        second = subprocess.run(command(1) + list(map(str, args)) + ["--resume"], capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 1 and second.stderr.strip().splitlines() == [
+            f"error: another job is training in {tmp_path} (it holds {tmp_path}/.lock); wait for it to end or stop "
+            "it, then --resume, or choose another --out-dir"]
+        assert (tmp_path / "log.txt").read_text().startswith(log_before)  # only the first job writes
+    finally:
+        first.kill()  # kill -9: no clean-up of any kind
+        first.wait()
+    r = train(data, tmp_path, "--max-steps", 500, "--eval-interval", 0, "--resume", "--stop-at",
+              final_state(tmp_path)["step"] + 1)
+    assert "resuming from" in r.stdout
+
+
+def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, tmp_path):
+    args = ["--data-dir", data, *SMALL, "--max-steps", "3", "--eval-interval", "3"]
+    one_node = train(data, tmp_path / "one", "--max-steps", 3, "--eval-interval", 3, nproc=2)
+    assert "2 ranks x 2 accumulation steps" in one_node.stdout
+    port = str(29500 + os.getpid() % 1000)
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                               "--rdzv-id=two-nodes", TRAIN, "--out-dir", str(tmp_path / "two"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    # the same up to float rounding (one process per node runs on more threads than torchrun --standalone's)
+    two, one = read_log(tmp_path / "two"), read_log(tmp_path / "one")
+    assert {k: sorted(v) for k, v in two.items()} == {k: sorted(v) for k, v in one.items()}
+    assert all(two[k][s] == pytest.approx(one[k][s], abs=1e-5) for k in ("train", "val") for s in one[k])
+    assert_same_tensors(final_state(tmp_path / "two")["model"], final_state(tmp_path / "one")["model"], atol=1e-5)
