@@ -214,7 +214,7 @@ def load_hf_model(name):
     from gptkit.hf import from_pretrained, to_hf_model
 
     path = checkpoint.newest_in_run(name)
-    if os.path.isfile(path):
+    if checkpoint.is_checkpoint(path):
         ckpt = checkpoint.load_checkpoint(path)
         return to_hf_model(ckpt["model"], ckpt["config"])
     return from_pretrained(path, auto=True).eval()

@@ -255,7 +255,7 @@ def load_model(name_or_path):
     if name_or_path in PRESETS and not name_or_path.startswith("gpt2") and not os.path.exists(name_or_path):
         return GPT(preset(name_or_path)[0])
     path = checkpoint.newest_in_run(name_or_path)
-    if os.path.isfile(path):
+    if checkpoint.is_checkpoint(path):
         return model_from_checkpoint(checkpoint.load_checkpoint(path))
     return GPT.from_pretrained(path)
 
@@ -417,7 +417,11 @@ def starting_model(args):
         raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
                          "or choose another --out-dir")
     if args.resume:
-        ckpt = checkpoint.load_checkpoint(checkpoint.newest_checkpoint(args.out_dir))
+        path = checkpoint.newest_checkpoint(args.out_dir)
+        if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (setup_run)
+            meta = checkpoint.load_meta(path)
+            return GPT(GPTConfig(**meta["config"])), meta
+        ckpt = checkpoint.load_checkpoint(path)
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
         return load_model(args.init_from), None
@@ -448,8 +452,8 @@ def setup_run(args):
     if args.total_batch_size % (B * T * world_size):
         raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
-    if args.fsdp and world_size == 1:
-        raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N, N > 1")
+    if args.fsdp and "RANK" not in os.environ:
+        raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N")
     tracking.check_installed(args.wandb, args.tensorboard)
     if (args.quickstart or args.finetune) and world_size == 1 and not os.path.isdir(args.data_dir):
         fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # one command, from input.txt
@@ -468,12 +472,17 @@ def setup_run(args):
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
+    if ckpt is not None:
+        path = checkpoint.newest_checkpoint(args.out_dir)
+        if os.path.isdir(path):
+            checkpoint.load_sharded(model, optimizer, path)  # weights and optimizer, resharded onto these ranks
+        elif train_loader is not None:
+            checkpoint.restore_optimizer(model, optimizer, ckpt["optimizer"])
     if ckpt is not None and train_loader is not None:
-        checkpoint.restore_optimizer(model, optimizer, ckpt["optimizer"])
         train_loader.load_state_dict(ckpt["train_loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         run.val_loss = run.best_val_loss = ckpt.get("val_loss")
-        run.log(f"resuming from {checkpoint.newest_checkpoint(args.out_dir)} at step {ckpt['step']}")
+        run.log(f"resuming from {path} at step {ckpt['step']}")
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
@@ -584,13 +593,19 @@ def print_samples(run, step):
 
 
 def save(run, step):
-    """A checkpoint of everything needed to continue exactly. Under FSDP every rank takes part; rank 0 writes."""
-    model_state, optimizer_state = checkpoint.model_and_optimizer_state(run.raw_model, run.optimizer)
-    if run.rank == 0:
-        state = {"model": model_state, "optimizer": optimizer_state, "config": asdict(run.raw_model.config),
-                 "step": step, "args": vars(run.args), "val_loss": run.val_loss,
-                 "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()}}
-        run.log(f"saved {checkpoint.save_checkpoint(state, run.args.out_dir, step, run.args.keep_checkpoints)}")
+    """A checkpoint of everything needed to continue exactly: under FSDP every rank writes its own shards (DCP),
+    otherwise rank 0 writes one file."""
+    args = run.args
+    meta = {"config": asdict(run.raw_model.config), "step": step, "args": vars(args), "val_loss": run.val_loss,
+            "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+    if args.fsdp:
+        path = checkpoint.save_sharded(run.raw_model, run.optimizer, meta, args.out_dir, step, args.keep_checkpoints)
+        run.log(f"saved {path}")
+    elif run.rank == 0:  # DDP: every rank holds the same full state
+        model_state, optimizer_state = checkpoint.model_and_optimizer_state(run.raw_model, run.optimizer)
+        path = checkpoint.save_checkpoint({"model": model_state, "optimizer": optimizer_state, **meta}, args.out_dir,
+                                          step, args.keep_checkpoints)
+        run.log(f"saved {path}")
 
 
 def start_logs(run, start_step):
@@ -781,7 +796,7 @@ def parse_args(argv=None):
         apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
     if args.resume:
         path = checkpoint.newest_checkpoint(args.out_dir)
-        saved = checkpoint.load_checkpoint(path).get("args", {})
+        saved = checkpoint.load_meta(path).get("args", {})
         if "model" in given and given["model"] != saved.get("model", args.model):
             raise ValueError(f"{path} is a checkpoint of another model ('{saved['model']}'); drop --model to resume "
                              f"it, or choose another --out-dir for '{given['model']}'")

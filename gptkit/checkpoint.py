@@ -1,23 +1,39 @@
-"""Checkpoint files: ckpt_{step:06d}.pt in the run directory, written atomically by rank 0, holding only tensors
-and plain data so that torch.load(weights_only=True) reads them, with everything a run needs to resume exactly."""
+"""Checkpoints, with everything a run needs to resume exactly, in one of two forms in the run directory:
+
+    ckpt_{step:06d}.pt   one file written by rank 0 (single process, DDP): the full state, gathered
+    ckpt_{step:06d}/     FSDP: a torch.distributed.checkpoint (DCP) folder, every rank writing its own shards in
+                         parallel, no rank ever holding the full state; meta.pt beside the shards holds the rest
+
+Both are written under a temporary name and renamed when complete, hold only tensors and plain data
+(torch.load(weights_only=True) reads them), and load_checkpoint reads either as one dict.
+
+    python -m gptkit.checkpoint runs/big/ckpt_005000 ckpt_005000.pt   # a sharded checkpoint -> one file
+"""
 
 import fcntl
 import os
 import pickle
 import re
+import shutil
+import tempfile
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+                                                     get_optimizer_state_dict, get_state_dict,
+                                                     set_optimizer_state_dict, set_state_dict)
 
 FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)  # FSDP: gather the shards, on the CPU
 
 
 def checkpoint_paths(out_dir):
-    """The checkpoints in out_dir, oldest first."""
+    """The finished checkpoints in out_dir, files and sharded folders alike, oldest first."""
     if not os.path.isdir(out_dir):
         return []
-    return [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir)) if re.fullmatch(r"ckpt_\d{6}\.pt", f)]
+    found = [f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d{6}(\.pt)?", f)]
+    return [os.path.join(out_dir, f) for f in sorted(found, key=lambda f: f[5:11])]
 
 
 def newest_checkpoint(out_dir):
@@ -29,10 +45,11 @@ def newest_checkpoint(out_dir):
 
 
 def newest_in_run(path):
-    """A run directory (one without a Hugging Face config.json) -> its newest checkpoint. Anything else is returned
-    as it is: a checkpoint file, a Hugging Face directory, or a hub name. A name that looks like a path but does
+    """A run directory (one without a Hugging Face config.json or meta.pt) -> its newest checkpoint. Anything else
+    is returned
+    as it is: a checkpoint, a Hugging Face directory, or a hub name. A name that looks like a path but does
     not exist (a typo, the README's `log/` before any run) is an error here, not a request to the hub."""
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "meta.pt")):
         ckpts = checkpoint_paths(path)
         if not ckpts:
             raise ValueError(f"{path} holds neither checkpoints (ckpt_*.pt) nor a Hugging Face config.json")
@@ -44,9 +61,19 @@ def newest_in_run(path):
     return path
 
 
+def load_meta(path):
+    """A checkpoint's settings and bookkeeping (config, step, args, loader position, ...), cheaply: without the
+    shards of a sharded checkpoint (a one-file checkpoint is memory-mapped, so its tensors are not read)."""
+    return load_checkpoint(os.path.join(path, "meta.pt") if os.path.isdir(path) else path)
+
+
 def load_checkpoint(path):
-    """A checkpoint file as a dict, on the CPU. A file holding anything but tensors and plain data is refused:
-    unpickling it could run code."""
+    """Either form of checkpoint as one dict, on the CPU, a sharded one gathered into memory. A file holding
+    anything but tensors and plain data is refused: unpickling it could run code."""
+    if os.path.isdir(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            dcp_to_torch_save(path, os.path.join(tmp, "full.pt"))
+            return {**load_checkpoint(os.path.join(path, "meta.pt")), **load_checkpoint(os.path.join(tmp, "full.pt"))}
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # read lazily: large files stay cheap
     except pickle.UnpicklingError as e:
@@ -81,9 +108,52 @@ def save_checkpoint(state, out_dir, step, keep):
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
-    for old in checkpoint_paths(out_dir)[:-keep]:
-        os.remove(old)
+    prune(out_dir, keep)
     return path
+
+
+def save_sharded(model, optimizer, meta, out_dir, step, keep):
+    """FSDP: every rank writes its shards of the model and optimizer into out_dir/ckpt_{step:06d}/ with DCP;
+    rank 0 adds meta.pt and renames the finished folder into place, so an interrupted save is never resumed
+    from. Every rank must call this. Returns the path."""
+    path = os.path.join(out_dir, f"ckpt_{step:06d}")
+    tmp = path + ".tmp"
+    if dist.get_rank() == 0 and os.path.exists(tmp):
+        shutil.rmtree(tmp)  # what a killed save left behind
+    dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # this rank's shards, no gathering
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+    if dist.get_rank() == 0:
+        torch.save(meta, os.path.join(tmp, "meta.pt"))
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        prune(out_dir, keep)
+    dist.barrier()
+    return path
+
+
+def load_sharded(model, optimizer, path):
+    """Load a sharded checkpoint into a model and optimizer (FSDP, DDP or one process): each rank reads the pieces
+    it needs, so a checkpoint saved on N ranks resumes on any other number."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def prune(out_dir, keep):
+    """Delete all but the newest `keep` checkpoints."""
+    for old in checkpoint_paths(out_dir)[:-keep]:
+        if os.path.isdir(old):
+            shutil.rmtree(old)
+        else:
+            os.remove(old)
+
+
+def is_checkpoint(path):
+    """One of our checkpoints, either form (a folder without meta.pt is something else: a run or a HF model)."""
+    return os.path.isfile(path) or os.path.isfile(os.path.join(path, "meta.pt"))
 
 
 def lock_run_dir(out_dir):
@@ -97,3 +167,29 @@ def lock_run_dir(out_dir):
         raise ValueError(f"another job is training in {out_dir} (it holds {out_dir}/.lock); wait for it to end or "
                          "stop it, then --resume, or choose another --out-dir") from None
     return f
+
+
+def main(argv=None):
+    """A sharded checkpoint (or the newest in a run directory) -> one file, for any tool that wants one."""
+    import argparse
+    import sys
+
+    from gptkit.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("checkpoint", help="a sharded checkpoint folder ckpt_NNNNNN/, or a run directory")
+    parser.add_argument("out", help="the ckpt_NNNNNN.pt file to write")
+    args = parser.parse_args(argv)
+    try:
+        state = load_checkpoint(newest_in_run(args.checkpoint))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    torch.save(state, args.out + ".tmp")
+    os.replace(args.out + ".tmp", args.out)
+    print(f"wrote {args.out} (step {state['step']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,16 +20,16 @@ SMALL = ["--model", "tiny", "-B", "2", "-T", "32", "--total-batch-size", "256", 
          "--hellaswag-interval", "0"]
 
 
-def command(nproc):
-    """The trainer in one process, or under torchrun in nproc gloo processes."""
-    if nproc == 1:
+def command(nproc, torchrun=False):
+    """The trainer in one plain process, or under torchrun in nproc gloo processes (torchrun even for one)."""
+    if nproc == 1 and not torchrun:
         return [sys.executable, TRAIN]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN]
 
 
-def train(data, out_dir, *args, nproc=1, check=True, small=True, **kw):
+def train(data, out_dir, *args, nproc=1, torchrun=False, check=True, small=True, **kw):
     """Run train_gpt2.py on the shards in data with SMALL's settings (then args) into out_dir."""
-    r = subprocess.run(command(nproc) + ["--data-dir", str(data), "--out-dir", str(out_dir),
+    r = subprocess.run(command(nproc, torchrun) + ["--data-dir", str(data), "--out-dir", str(out_dir),
                                          *(SMALL if small else []), *map(str, args)],
                        capture_output=True, text=True, timeout=600, **kw)
     if check:

@@ -1,6 +1,7 @@
 """The training loop, end to end through the command line, on Tiny Shakespeare shards."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,14 +91,22 @@ def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
 
-def test_fsdp_trains_and_its_checkpoint_loads_in_one_process(data, tmp_path):
+def test_fsdp_trains_and_its_sharded_checkpoint_loads_in_one_process(data, tmp_path):
     # with the loss in chunks (its weight gradient is made in the forward pass) and the full logits after loading
     train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", "--loss-chunk-size", 40, nproc=2)
+    assert sorted(os.listdir(tmp_path / "ckpt_000003")) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
     ckpt = final_state(tmp_path)
     losses = read_log(tmp_path)["train"]
     assert losses[2] < losses[0]
+    # converted to one file by its command line: the same state
+    r = subprocess.run([sys.executable, "-m", "gptkit.checkpoint", str(tmp_path / "ckpt_000003"),
+                        str(tmp_path / "one.pt")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    one = checkpoint.load_checkpoint(str(tmp_path / "one.pt"))
+    assert_same_tensors(one["model"], ckpt["model"])
+    assert one["step"] == 3 and one["optimizer"]["state"].keys() == ckpt["optimizer"]["state"].keys()
     # one process, the raw model: the same val loss on the same val batches as the two FSDP ranks together
-    model = tg.load_model(str(tmp_path)).eval()
+    model = tg.load_model(str(tmp_path / "one.pt")).eval()
     total = 0.0
     for rank in range(2):
         loader = tg.DataLoader(data, 2, 32, "val", rank=rank, world_size=2)
@@ -189,6 +198,34 @@ def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
     assert [os.path.basename(p) for p in checkpoint.checkpoint_paths(str(tmp_path))] == \
         ["ckpt_000004.pt", "ckpt_000005.pt"]
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, tmp_path):
+    args = ["--fsdp", "--max-steps", 4, "--eval-interval", 0]
+    train(data, tmp_path / "straight", *args, nproc=2)
+    straight = read_log(tmp_path / "straight")["train"]
+    for first, then in ((2, 1), (1, 2)):
+        run = tmp_path / f"{first}to{then}"
+        train(data, run, *args, "--stop-at", 2, nproc=first, torchrun=True)
+        assert (run / "ckpt_000002" / "meta.pt").exists()
+        r = train(data, run, *args, "--resume", nproc=then, torchrun=True)
+        assert f"{then} ranks x {4 // then} accumulation steps" in r.stdout
+        resumed = read_log(run)["train"]
+        assert sorted(resumed) == [0, 1, 2, 3]
+        assert all(resumed[s] == pytest.approx(straight[s], abs=1e-5) for s in range(4)), (resumed, straight)
+
+
+def test_an_interrupted_sharded_save_is_never_resumed_from(data, tmp_path):
+    args = ["--fsdp", "--max-steps", 6, "--eval-interval", 0, "--checkpoint-interval", 2]
+    train(data, tmp_path, *args, "--stop-at", 4, nproc=2)
+    # what kill -9 in the middle of the save at step 6 leaves: shards under the temporary name, no rename
+    partial = tmp_path / "ckpt_000006.tmp"
+    shutil.copytree(tmp_path / "ckpt_000004", partial)
+    (partial / "__1_0.distcp").write_bytes(b"cut short")
+    assert checkpoint.newest_checkpoint(str(tmp_path)).endswith("ckpt_000004")
+    r = train(data, tmp_path, *args, "--resume", nproc=2)
+    assert "resuming from" in r.stdout and "ckpt_000004 at step 4" in r.stdout
+    assert not partial.exists() and final_state(tmp_path)["step"] == 6
 
 
 def test_fsdp_run_resumes_exactly_with_samples_and_hellaswag(data, tmp_path):
