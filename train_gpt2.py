@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import checkpoint, distributed, flops, hf, sampling, tracking
+from gptkit import checkpoint, distributed, flops, hf, memory, sampling, tracking
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, apply_defaults, given_flags
 from gptkit.shards import corpus_prefix, find_shards, open_shard
@@ -462,12 +462,15 @@ def setup_run(args):
     val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
         if args.eval_interval else None
     hella_examples = load_hellaswag(args.hellaswag_dir, model.config.block_size) if args.hellaswag_interval else None
+    if args.sample_interval:
+        gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
 
     device = distributed.setup_distributed(args.device)
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
-    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing)
+    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing,
+                                     distributed.compute_dtype(device.split(":")[0], args.dtype), args.cpu_offload)
     optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
@@ -486,11 +489,24 @@ def setup_run(args):
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
+    capacity = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
+    for line in memory_plan(args, model.config, world_size, device, capacity):
+        run.log(line)
     if device == "cpu" and args.total_batch_size * model.num_params() > 1e12:
         run.log(f"note: {args.total_batch_size:,} tokens a step through {model.num_params() / 1e6:.0f}M parameters is "
                 "a GPU workload: on a CPU each step takes a long time (see the second step's estimate); "
                 "--quickstart is sized for a CPU")
     return run, (ckpt["step"] if ckpt else 0)
+
+
+def memory_plan(args, config, world_size, device, capacity=None):
+    """The memory plan's lines for this run (gptkit/memory.py): per device, with advice when it will not fit."""
+    bf16 = distributed.compute_dtype(device.split(":")[0], args.dtype) == torch.bfloat16
+    parts = memory.plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
+                        args.activation_checkpointing, bf16, args.loss_chunk_size)
+    tip = memory.advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing,
+                        world_size) if capacity else None
+    return [memory.describe(parts, capacity)] + ([tip] if tip else [])
 
 
 def load_hellaswag(cache_dir, block_size):
@@ -676,6 +692,8 @@ def train(args):
             run.log_file.close()
         if run.tracker is not None:
             run.tracker.close()
+        if run.world_size > 1:
+            dist.barrier()  # no rank tears the process group down while rank 0 still writes its checkpoint
     return run.val_loss
 
 
@@ -776,7 +794,15 @@ def build_parser():
                    help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
                         "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "
                         "0: the full logits, as in the lecture")
-    s.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (one shard per rank) instead of DDP")
+    s.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and AdamW state with FSDP2 instead of DDP; with bf16 (--dtype, "
+                        "the default on cuda) parameters are gathered in bf16 and gradients reduced in fp32")
+    s.add_argument("--cpu-offload", action="store_true",
+                   help="with --fsdp: keep the parameter shards, gradients and AdamW state in CPU memory")
+    s.add_argument("--plan", action="store_true",
+                   help="print the memory plan per GPU (weights, gradients, AdamW, activations, loss) and exit")
+    s.add_argument("--nproc", type=int, default=8, help="with --plan: the number of GPUs to plan for")
+    s.add_argument("--gpu-memory", type=float, default=80, help="with --plan: GiB of memory per GPU")
     s.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block's activations in the backward pass instead of keeping them: less "
                         "memory (a larger -B, a larger model), about a third more compute")
@@ -814,9 +840,22 @@ def parse_args(argv=None):
     return args
 
 
+def print_plan(args):
+    """--plan: the memory plan of --model for --nproc GPUs of --gpu-memory GiB each, without training or a GPU."""
+    config = preset(args.model, args.vocab_size)[0]
+    print(f"{args.model}: {memory.parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
+          f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
+          f"{', activation checkpointing' if args.activation_checkpointing else ''}")
+    for line in memory_plan(args, config, args.nproc, "cuda", args.gpu_memory * memory.GIB):
+        print(line)
+
+
 def main(argv=None):
     try:
-        train(parse_args(argv))
+        args = parse_args(argv)
+        if args.plan:
+            return print_plan(args) or 0
+        train(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem
             print(f"error: {e}", file=sys.stderr)

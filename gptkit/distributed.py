@@ -7,7 +7,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.distributed as dist
 from torch.distributed._composable import checkpoint
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -20,10 +20,15 @@ def autodetect_device():
     return "cpu"
 
 
+def compute_dtype(device_type, dtype="auto"):
+    """--dtype as a torch dtype: auto is bf16 on cuda, float32 elsewhere."""
+    return {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
+            "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
 def autocast_context(device_type, dtype="auto"):
     """Mixed precision for forward passes: bf16 autocast on cuda by default, plain float32 elsewhere."""
-    dtype = {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
-             "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    dtype = compute_dtype(device_type, dtype)
     return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
 
 
@@ -45,18 +50,26 @@ def setup_distributed(device=None):
     return device
 
 
-def wrap_model(model, fsdp, world_size, device, activation_checkpointing=False):
+def wrap_model(model, fsdp, world_size, device, activation_checkpointing=False, dtype=torch.float32,
+               cpu_offload=False):
     """DDP keeps a full copy of the model on every rank and averages the gradients; FSDP2 shards parameters,
     gradients and optimizer state across the ranks, one transformer block at a time. One process: unchanged.
+    Under FSDP with dtype bf16, the gathered parameters and the compute are bf16 and gradients are reduced in
+    fp32 (the sharded master weights and AdamW stay fp32); cpu_offload keeps the shards and AdamW on the CPU.
     Activation checkpointing keeps only each block's input for the backward pass and recomputes the rest there:
     about a third more compute for a fraction of the activation memory. Parameter names do not change."""
     if activation_checkpointing:
         for block in model.transformer.h:
             checkpoint(block)
     if fsdp:
+        options = {}
+        if dtype != torch.float32:
+            options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        if cpu_offload:
+            options["offload_policy"] = CPUOffloadPolicy()
         for block in model.transformer.h:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, **options)
+        fully_shard(model, **options)
         return model
     if world_size > 1:
         return DDP(model, device_ids=[device] if device.startswith("cuda") else None)

@@ -60,3 +60,27 @@ def test_lecture_ladder_times_every_rung_and_says_which_do_nothing_here(tmp_path
     assert [rung["name"] for rung in ladder["rungs"] if not rung["applies"]] == ["tf32"]  # no tensor cores on a CPU
     assert ladder["device"] and ladder["torch"] and ladder["date"] and "lecture_ladder.py" in ladder["command"]
     assert "n/a here" in r.stdout  # TF32's line in the table
+
+
+def test_memory_plan_is_within_15_percent_of_the_measured_peak():
+    """Against the peak a fresh process reaches in two fp32 training steps of mini (the plan's CPU path)."""
+    import train_gpt2 as tg
+    from gptkit import memory
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from memory_plan import measure  # noqa: E402  (the bench's own measurement, in a fresh process)
+
+    for model, B, T, chunk in (("mini", 8, 256, 0), ("mini", 8, 256, 512)):
+        planned = memory.plan(tg.preset(model)[0], B, T, bf16=False, loss_chunk_size=chunk)["total"]
+        assert 0.85 < planned / measure(model, B, T, chunk) < 1.15, (model, B, T, chunk)
+
+
+def test_plan_on_the_command_line_with_advice():
+    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--model", "gpt3-1.3b", "-B", "16", "--plan"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1,315.8M parameters, -B 16, T=2048, 8 GPUs, DDP" in r.stdout and "of 80 GiB" in r.stdout
+    assert "will not fit: try a lower -B" in r.stdout and "--fsdp" in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--model", "gpt3-2.7b", "-B", "8", "--fsdp",
+                        "--activation-checkpointing", "--plan"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "will not fit" not in r.stdout and "gathered bf16 weights" in r.stdout

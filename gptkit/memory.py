@@ -1,0 +1,72 @@
+"""The memory plan: how much memory one device needs for a model, micro-batch and way of training, worked out
+before anything is allocated, printed at start-up, and alone with `train_gpt2.py --plan`, with advice when it
+will not fit.
+
+Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T tokens a micro-batch:
+    weights 4N, gradients 4N, AdamW's two moments 8N   (fp32; divided by the ranks under FSDP)
+    activations kept for the backward pass, per layer  (B*T*C) * 34 in bf16 (the residual stream and the two
+        LayerNorm inputs in fp32, the rest bf16), * 68 in fp32 (flash attention: no T x T scores); with activation
+        checkpointing only the layer's input (4 B*T*C) stays, and one layer is recomputed at a time
+    the loss                                           12 bytes per logit (log-softmax and its gradient in fp32)
+                                                       for B*T positions; in chunks (--loss-chunk-size) about 20
+                                                       per logit of one chunk, and the head's fp32 gradient 4VC
+    FSDP with bf16                                     the gathered bf16 weights of two blocks and of the root
+"""
+
+GIB = 2**30
+
+
+def parameter_count(config):
+    """Parameters of the GPT in train_gpt2.py, the tied wte / lm_head counted once."""
+    C, L = config.n_embd, config.n_layer
+    return config.vocab_size * C + config.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+
+
+def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False, bf16=True, loss_chunk_size=0):
+    """{part: bytes} for one device, and "total"."""
+    n, C, L = parameter_count(config), config.n_embd, config.n_layer
+    shards = world_size if fsdp else 1
+    per_layer = B * T * C * (34 if bf16 else 68)
+    if activation_checkpointing:
+        activations = L * B * T * C * 4 + per_layer  # every block's input, and one block recomputed
+    else:
+        activations = L * per_layer
+    activations += B * T * C * 4 * 3  # embeddings, the final LayerNorm's input and output
+    parts = {
+        "weights": 4 * n / shards,
+        "gradients": 4 * n / shards,
+        "AdamW state": 8 * n / shards,
+        "activations": activations,
+        "loss": (20 * loss_chunk_size + 4 * C if loss_chunk_size else 12 * B * T) * config.vocab_size,
+    }
+    if fsdp and bf16:
+        block = 12 * C * C + 13 * C
+        parts["gathered bf16 weights"] = 2 * (2 * block + config.vocab_size * C + config.block_size * C)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def describe(parts, capacity=None):
+    """One line: the parts and the total in GiB, and against capacity (bytes) when known."""
+    text = ", ".join(f"{name} {size / GIB:.2f}" for name, size in parts.items() if name != "total")
+    line = f"memory plan per device: {parts['total'] / GIB:.2f} GiB ({text})"
+    if capacity:
+        line += f" of {capacity / GIB:.0f} GiB"
+    return line
+
+
+def advice(parts, capacity, B, fsdp, activation_checkpointing, world_size):
+    """What to change when the plan does not fit in capacity bytes: None when it fits."""
+    if parts["total"] <= capacity:
+        return None
+    tips = []
+    if B > 1:
+        tips.append("a lower -B (the total batch stays the same: more accumulation steps)")
+    if not activation_checkpointing:
+        tips.append("--activation-checkpointing")
+    tips.append("--loss-chunk-size 8192" if parts["loss"] > 0.1 * parts["total"] else None)
+    if not fsdp:
+        tips.append("--fsdp to shard weights, gradients and AdamW state over the GPUs")
+    else:
+        tips.append(f"more GPUs than {world_size} (the model state is split over all of them)")
+    return "will not fit: try " + "; ".join(t for t in tips if t)
