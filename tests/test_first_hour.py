@@ -95,16 +95,21 @@ def test_the_gpt2_recipe_on_a_cpu_is_announced_and_ctrl_c_is_acknowledged_at_onc
     proc = subprocess.Popen([sys.executable, TRAIN, "--data-dir", data, "--out-dir", str(tmp_path), "-B", "1",
                              "-T", "64", "--eval-interval", "0", "--hellaswag-interval", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    while not any(line.startswith("note:") for line in lines):
-        lines.append(proc.stdout.readline())
-        assert lines[-1], proc.stderr.read()
-    assert "124.5M parameters (gpt2)" in lines[0] and "total batch 524,288 tokens = 1 x 64 x 1 ranks x 8192" in lines[0]
-    assert "is a GPU workload" in lines[1] and "--quickstart is sized for a CPU" in lines[1]
-    proc.send_signal(signal.SIGINT)
-    assert proc.stdout.readline().startswith("SIGINT: stopping after this step with a checkpoint; Ctrl-C again")
-    proc.send_signal(signal.SIGINT)  # the step is far from done: a second Ctrl-C aborts it
-    rest, stderr = proc.communicate(timeout=120)
+    try:
+        lines = []
+        while not any(line.startswith("note:") for line in lines):
+            lines.append(proc.stdout.readline())
+            assert lines[-1], proc.stderr.read()
+        start = "".join(lines)
+        assert "124.5M parameters (gpt2)" in start and "total batch 524,288 tokens = 1 x 64 x 1 ranks x 8192" in start
+        assert "memory plan per device" in start
+        assert "is a GPU workload" in lines[-1] and "--quickstart is sized for a CPU" in lines[-1]
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().startswith("SIGINT: stopping after this step with a checkpoint; Ctrl-C again")
+        proc.send_signal(signal.SIGINT)  # the step is far from done: a second Ctrl-C aborts it
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a gpt2 step running behind a failed assertion
     assert proc.returncode == 130 and "step" not in rest
     assert stderr.strip() == "aborted: SIGINT again: aborted without a checkpoint"
     assert not os.path.exists(tmp_path / "ckpt_000001.pt")
