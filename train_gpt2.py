@@ -13,7 +13,6 @@ defines things; `python train_gpt2.py --help` lists the flags.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -265,6 +264,7 @@ def model_from_checkpoint(ckpt):
     model.load_state_dict(ckpt["model"])
     return model
 
+
 # -----------------------------------------------------------------------------
 # 2. The data
 # -----------------------------------------------------------------------------
@@ -392,22 +392,17 @@ class Run:
     val_loss: float = None
     best_val_loss: float = None  # for --save-best
     lock: object = None  # rank 0's hold on the run directory
-    log_file: object = None  # rank 0's log.txt
-    tracker: object = None  # rank 0's wandb / TensorBoard (gptkit/tracking.py)
+    records: object = None  # rank 0's log.txt, run.json and dashboards (gptkit/tracking.py)
 
     def log(self, message):
         if self.rank == 0:
             print(message, flush=True)
 
     def record(self, step, kind, value, **more):
-        """One event in log.txt, `{step} {train|val|hella} {value}` (read by plot.py and play.ipynb), and on the
-        dashboard with --wandb / --tensorboard, together with the step's other figures (more)."""
-        if self.log_file is not None:
-            self.log_file.write(f"{step} {kind} {value:.{6 if kind == 'train' else 4}f}\n")
-            self.log_file.flush()
-        if self.tracker is not None:
-            name = {"train": "train/loss", "val": "val/loss", "hella": "hellaswag/acc_norm"}[kind]
-            self.tracker.log(step, {name: value, **{f"train/{k}": v for k, v in more.items()}})
+        """One event, `{step} {train|val|hella} {value}` in log.txt, and on the dashboards with the step's other
+        figures (more)."""
+        if self.records is not None:
+            self.records.record(step, kind, value, **more)
 
 
 def starting_model(args):
@@ -490,23 +485,14 @@ def setup_run(args):
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
     capacity = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
-    for line in memory_plan(args, model.config, world_size, device, capacity):
+    bf16 = distributed.compute_dtype(device.split(":")[0], args.dtype) == torch.bfloat16
+    for line in memory.plan_lines(model.config, args, world_size, bf16, capacity):
         run.log(line)
     if device == "cpu" and args.total_batch_size * model.num_params() > 1e12:
         run.log(f"note: {args.total_batch_size:,} tokens a step through {model.num_params() / 1e6:.0f}M parameters is "
                 "a GPU workload: on a CPU each step takes a long time (see the second step's estimate); "
                 "--quickstart is sized for a CPU")
     return run, (ckpt["step"] if ckpt else 0)
-
-
-def memory_plan(args, config, world_size, device, capacity=None):
-    """The memory plan's lines for this run (gptkit/memory.py): per device, with advice when it will not fit."""
-    bf16 = distributed.compute_dtype(device.split(":")[0], args.dtype) == torch.bfloat16
-    parts = memory.plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
-                        args.activation_checkpointing, bf16, args.loss_chunk_size)
-    tip = memory.advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing,
-                        world_size) if capacity else None
-    return [memory.describe(parts, capacity)] + ([tip] if tip else [])
 
 
 def load_hellaswag(cache_dir, block_size):
@@ -624,25 +610,6 @@ def save(run, step):
         run.log(f"saved {path}")
 
 
-def start_logs(run, start_step):
-    """Rank 0's records: log.txt (appended to: a resumed run keeps its history), the dashboards, and run.json
-    beside them, what plot.py and the notebook need to know about the run before any checkpoint exists."""
-    args = run.args
-    info_path = os.path.join(args.out_dir, "run.json")
-    previous = {}
-    if args.resume and os.path.isfile(info_path):
-        with open(info_path) as f:
-            previous = json.load(f)
-    run.log_file = open(os.path.join(args.out_dir, "log.txt"), "a")
-    if args.wandb or args.tensorboard:
-        run.tracker = tracking.Tracker(args.out_dir, vars(args), start_step, args.wandb, args.tensorboard,
-                                       previous.get("wandb_id"))
-    info = {"corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params(),
-            "wandb_id": run.tracker.wandb_id if run.tracker else previous.get("wandb_id"), "args": vars(args)}
-    with open(info_path, "w") as f:
-        json.dump(info, f, indent=1)
-
-
 def log_step(run, step, loss, norm, lr, dt):
     tokens_per_sec = run.args.total_batch_size / dt
     use = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
@@ -668,7 +635,8 @@ def train(args):
         os.makedirs(args.out_dir, exist_ok=True)
         if run.rank == 0:
             run.lock = checkpoint.lock_run_dir(args.out_dir)  # a second job on this directory stops here
-            start_logs(run, start_step)
+            run.records = tracking.RunRecords(args.out_dir, vars(args), start_step, {
+                "corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params()})
         for step in range(start_step, end_step):
             evaluate(run, step)
             t0 = time.time()
@@ -688,10 +656,8 @@ def train(args):
                 run.log(f"stopped by a signal after step {step}; " + ("the best checkpoint is kept" if args.save_best
                                                                           else "continue with --resume"))
                 break
-        if run.log_file is not None:
-            run.log_file.close()
-        if run.tracker is not None:
-            run.tracker.close()
+        if run.records is not None:
+            run.records.close()
         if run.world_size > 1:
             dist.barrier()  # no rank tears the process group down while rank 0 still writes its checkpoint
     return run.val_loss
@@ -846,7 +812,7 @@ def print_plan(args):
     print(f"{args.model}: {memory.parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
           f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
           f"{', activation checkpointing' if args.activation_checkpointing else ''}")
-    for line in memory_plan(args, config, args.nproc, "cuda", args.gpu_memory * memory.GIB):
+    for line in memory.plan_lines(config, args, args.nproc, args.dtype != "float32", args.gpu_memory * memory.GIB):
         print(line)
 
 

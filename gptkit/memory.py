@@ -70,3 +70,13 @@ def advice(parts, capacity, B, fsdp, activation_checkpointing, world_size):
     else:
         tips.append(f"more GPUs than {world_size} (the model state is split over all of them)")
     return "will not fit: try " + "; ".join(t for t in tips if t)
+
+
+def plan_lines(config, args, world_size, bf16, capacity=None):
+    """The plan for the trainer's settings (args: -B, -T, --fsdp, --activation-checkpointing, --loss-chunk-size),
+    as the lines it prints: per device, and advice when it will not fit in capacity bytes."""
+    parts = plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
+                 args.activation_checkpointing, bf16, args.loss_chunk_size)
+    tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
+        if capacity else None
+    return [describe(parts, capacity)] + ([tip] if tip else [])

@@ -1,6 +1,8 @@
-"""Run tracking: the figures of log.txt and of the step lines (loss, val loss, HellaSwag, LR, grad norm, tokens/s,
-MFU) on a Weights & Biases or TensorBoard dashboard too, from rank 0, with the run's settings as its config."""
+"""What a run records in its directory, from rank 0: log.txt (one line per event, read by plot.py and the
+notebook), run.json (what plot.py needs before any checkpoint exists), and with --wandb / --tensorboard the same
+figures and those of the step lines (LR, grad norm, tokens/s, MFU) on a dashboard, the run's settings as its config."""
 
+import json
 import os
 
 
@@ -58,3 +60,37 @@ def check_installed(wandb_project, tensorboard):
                 __import__(package)
             except ImportError:
                 raise missing(package, flag) from None
+
+
+class RunRecords:
+    """Rank 0's records of a run: log.txt is appended to (a resumed run keeps its history; the later line of a
+    repeated step wins), run.json is written anew with info (corpus, model size) and the settings."""
+
+    NAMES = {"train": "train/loss", "val": "val/loss", "hella": "hellaswag/acc_norm"}  # on the dashboards
+
+    def __init__(self, out_dir, settings, start_step, info):
+        info_path = os.path.join(out_dir, "run.json")
+        previous = {}
+        if settings["resume"] and os.path.isfile(info_path):
+            with open(info_path) as f:
+                previous = json.load(f)
+        self.log_file = open(os.path.join(out_dir, "log.txt"), "a")
+        self.tracker = None
+        if settings["wandb"] or settings["tensorboard"]:
+            self.tracker = Tracker(out_dir, settings, start_step, settings["wandb"], settings["tensorboard"],
+                                   previous.get("wandb_id"))
+        wandb_id = self.tracker.wandb_id if self.tracker else previous.get("wandb_id")
+        with open(info_path, "w") as f:
+            json.dump({**info, "wandb_id": wandb_id, "args": settings}, f, indent=1)
+
+    def record(self, step, kind, value, **more):
+        """`{step} {train|val|hella} {value}` in log.txt; value and the step's other figures (more) on a dashboard."""
+        self.log_file.write(f"{step} {kind} {value:.{6 if kind == 'train' else 4}f}\n")
+        self.log_file.flush()
+        if self.tracker is not None:
+            self.tracker.log(step, {self.NAMES[kind]: value, **{f"train/{k}": v for k, v in more.items()}})
+
+    def close(self):
+        self.log_file.close()
+        if self.tracker is not None:
+            self.tracker.close()

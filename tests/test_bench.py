@@ -70,7 +70,7 @@ def test_memory_plan_is_within_15_percent_of_the_measured_peak():
     sys.path.insert(0, str(ROOT / "bench"))
     from memory_plan import measure  # noqa: E402  (the bench's own measurement, in a fresh process)
 
-    for model, B, T, chunk in (("mini", 8, 256, 0), ("mini", 8, 256, 512)):
+    for model, B, T, chunk in (("mini", 8, 256, 512),):
         planned = memory.plan(tg.preset(model)[0], B, T, bf16=False, loss_chunk_size=chunk)["total"]
         assert 0.85 < planned / measure(model, B, T, chunk) < 1.15, (model, B, T, chunk)
 

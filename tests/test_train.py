@@ -173,7 +173,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
     assert checkpoint.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
 
 
-def test_clear_errors(data, tmp_path):
+def run_main(capsys, data, out_dir, *args):
+    """train_gpt2.main in this process (no interpreter start-up): its exit code and what it wrote to stderr."""
+    try:
+        code = tg.main(["--data-dir", data, "--out-dir", str(out_dir), *SMALL, *map(str, args)])
+    except SystemExit as e:  # argparse
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def test_clear_errors(data, tmp_path, capsys):
     cases = [
         (["--total-batch-size", 300], "--total-batch-size 300 is not divisible by B*T*world_size = 2*32*1 = 64"),
         (["--data-dir", tmp_path / "nothing"], "fineweb.py"),
@@ -183,14 +192,14 @@ def test_clear_errors(data, tmp_path):
         (["--loss-chunk-size", -1], "--loss-chunk-size must be 0 (off) or positive"),
     ]
     for args, message in cases:
-        r = train(data, tmp_path / "run", *args, check=False)
-        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
-        assert "Traceback" not in r.stderr and message in r.stderr.strip().splitlines()[-1]  # one line, last
-    train(data, tmp_path / "run", "--max-steps", 1, "--eval-interval", 0)
-    r = train(data, tmp_path / "run", "--model", "mini", "--resume", check=False)
-    assert r.returncode == 1 and "checkpoint of another model" in r.stderr
-    r = train(data, tmp_path / "run", "--max-steps", 1, check=False)
-    assert r.returncode == 1 and "already holds checkpoints; pass --resume" in r.stderr
+        code, err = run_main(capsys, data, tmp_path / "run", *args)
+        assert code != 0 and message in err, (args, err)
+        assert "Traceback" not in err and message in err.strip().splitlines()[-1]  # one line, last
+    assert run_main(capsys, data, tmp_path / "run", "--max-steps", 1, "--eval-interval", 0)[0] == 0
+    code, err = run_main(capsys, data, tmp_path / "run", "--model", "mini", "--resume")
+    assert code == 1 and "checkpoint of another model" in err
+    code, err = run_main(capsys, data, tmp_path / "run", "--max-steps", 1)
+    assert code == 1 and "already holds checkpoints; pass --resume" in err
 
 
 def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
