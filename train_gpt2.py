@@ -743,9 +743,6 @@ def build_parser():
     r.add_argument("--eval-only", action="store_true",
                    help="evaluate the starting model once (--init-from RUN, --resume, or a preset) and exit: val "
                         "loss, HellaSwag and samples, each unless its interval is 0; nothing is written")
-    k = p.add_argument_group("tracking (optional packages: pip install -e \".[track]\")")
-    k.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project (WANDB_MODE=offline works)")
-    k.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files to OUT_DIR/tensorboard")
     s = p.add_argument_group("system")
     s.add_argument("--seed", type=int, default=1337, help="seed for the initial weights and data shuffling")
     s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
@@ -760,18 +757,10 @@ def build_parser():
                    help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
                         "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "
                         "0: the full logits, as in the lecture")
-    s.add_argument("--fsdp", action="store_true",
-                   help="shard parameters, gradients and AdamW state with FSDP2 instead of DDP; with bf16 (--dtype, "
-                        "the default on cuda) parameters are gathered in bf16 and gradients reduced in fp32")
-    s.add_argument("--cpu-offload", action="store_true",
-                   help="with --fsdp: keep the parameter shards, gradients and AdamW state in CPU memory")
-    s.add_argument("--plan", action="store_true",
-                   help="print the memory plan per GPU (weights, gradients, AdamW, activations, loss) and exit")
-    s.add_argument("--nproc", type=int, default=8, help="with --plan: the number of GPUs to plan for")
-    s.add_argument("--gpu-memory", type=float, default=80, help="with --plan: GiB of memory per GPU")
-    s.add_argument("--activation-checkpointing", action="store_true",
-                   help="recompute each block's activations in the backward pass instead of keeping them: less "
-                        "memory (a larger -B, a larger model), about a third more compute")
+    # beyond the lecture: each module adds its own flags
+    distributed.add_arguments(p)  # --fsdp, --cpu-offload, --activation-checkpointing
+    memory.add_arguments(p)  # --plan, --nproc, --gpu-memory
+    tracking.add_arguments(p)  # --wandb, --tensorboard
     return p
 
 

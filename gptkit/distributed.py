@@ -111,3 +111,16 @@ def _unsharded(model):
         yield
     finally:
         model.reshard()
+
+
+def add_arguments(parser):
+    """The trainer's flags for sharding and memory."""
+    g = parser.add_argument_group("scale-out")
+    g.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and AdamW state with FSDP2 instead of DDP; with bf16 (--dtype, "
+                        "the default on cuda) parameters are gathered in bf16 and gradients reduced in fp32")
+    g.add_argument("--cpu-offload", action="store_true",
+                   help="with --fsdp: keep the parameter shards, gradients and AdamW state in CPU memory")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in the backward pass instead of keeping them: less "
+                        "memory (a larger -B, a larger model), about a third more compute")

@@ -80,3 +80,12 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
         if capacity else None
     return [describe(parts, capacity)] + ([tip] if tip else [])
+
+
+def add_arguments(parser):
+    """The trainer's flags for planning without training."""
+    g = parser.add_argument_group("memory plan")
+    g.add_argument("--plan", action="store_true",
+                   help="print the memory plan per GPU (weights, gradients, AdamW, activations, loss) and exit")
+    g.add_argument("--nproc", type=int, default=8, help="with --plan: the number of GPUs to plan for")
+    g.add_argument("--gpu-memory", type=float, default=80, help="with --plan: GiB of memory per GPU")

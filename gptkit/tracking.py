@@ -94,3 +94,10 @@ class RunRecords:
         self.log_file.close()
         if self.tracker is not None:
             self.tracker.close()
+
+
+def add_arguments(parser):
+    """The trainer's flags for dashboards."""
+    g = parser.add_argument_group("tracking (optional packages: pip install -e '.[track]')")
+    g.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project (WANDB_MODE=offline works)")
+    g.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files to OUT_DIR/tensorboard")
