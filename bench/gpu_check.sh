@@ -15,7 +15,7 @@
 #   speed    one optimizer step at T for each B in B_LIST: the lecture's configuration, eager, compiled, compiled
 #            with the chunked loss (tokens/s, MFU, peak memory); the real training loop at B_TOP, compiled, with
 #            and without the chunked loss; a profile of the compiled step
-#   tune     at B_TOP: compile mode max-autotune and cuDNN attention; B=2*B_TOP with the chunked loss; sampling
+#   tune     at B_TOP: compile mode max-autotune, activation checkpointing and cuDNN attention; B=2*B_TOP with the chunked loss; sampling
 #            and HellaSwag speed (compiled and not)
 #   ladder   the lecture's speed ladder (bench/lecture_ladder.py): gpt2, B=16, T=1024, rung by rung
 #
@@ -117,7 +117,7 @@ speed() {
 tune() {
   log "compile modes and attention kernels, B=$B_TOP"
   run 330 $PY bench/train_throughput.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --steps 10 \
-    --variants compiled,cudnn_attention,max_autotune --label tune | grep -E "^[a-z_]+ [{:]"
+    --variants compiled,compiled_ac,cudnn_attention,max_autotune --label tune | grep -E "^[a-z_]+ [{:]"
   log "twice the micro-batch, B=$((2 * B_TOP)), with and without the chunked loss"
   run 150 $PY bench/train_throughput.py --model "$MODEL" -B $((2 * B_TOP)) -T "$T" --device "$DEVICE" --steps 5 \
     --variants compiled_chunked,compiled | grep -E "^[a-z_]+ [{:]"

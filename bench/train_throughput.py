@@ -5,6 +5,7 @@ fused AdamW only on cuda):
 
     lecture           the lecture's configuration
     eager             ours without compile: fused AdamW on cpu too
+    eager_ac          eager with --activation-checkpointing (compiled_ac: compiled with it)
     compiled          torch.compile(model), the trainer's --compile
     compiled_chunked  compiled, with the loss computed --loss-chunk-size positions at a time
     max_autotune      compiled with mode="max-autotune-no-cudagraphs" (tries matmul configs; slow to compile)
@@ -27,19 +28,22 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit import distributed  # noqa: E402
 from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
 
-# name: (optimizer, compile mode or None, chunked loss, attention kernel or None)
+# name: (optimizer, compile mode or None, chunked loss, attention kernel or None, activation checkpointing)
 VARIANTS = {
-    "lecture": ("lecture", None, False, None),
-    "eager": ("ours", None, False, None),
-    "compiled": ("ours", "default", False, None),
-    "compiled_chunked": ("ours", "default", True, None),
-    "max_autotune": ("ours", "max-autotune-no-cudagraphs", False, None),
-    "cudnn_attention": ("ours", "default", False, SDPBackend.CUDNN_ATTENTION),
+    "lecture": ("lecture", None, False, None, False),
+    "eager": ("ours", None, False, None, False),
+    "eager_ac": ("ours", None, False, None, True),
+    "compiled": ("ours", "default", False, None, False),
+    "compiled_ac": ("ours", "default", False, None, True),
+    "compiled_chunked": ("ours", "default", True, None, False),
+    "max_autotune": ("ours", "max-autotune-no-cudagraphs", False, None, False),
+    "cudnn_attention": ("ours", "default", False, SDPBackend.CUDNN_ATTENTION, False),
 }
 
 
@@ -52,10 +56,11 @@ def lecture_optimizer(model, device_type):
 
 def make_step(config, B, T, device, dtype, variant, loss_chunk_size):
     """A function that runs one optimizer step of `variant` on fixed random tokens."""
-    optimizer_name, compile_mode, chunked, attention = VARIANTS[variant]
+    optimizer_name, compile_mode, chunked, attention, activation_checkpointing = VARIANTS[variant]
     device_type = device.split(":")[0]
     torch.manual_seed(0)
     model = tg.GPT(config).to(device)
+    distributed.wrap_model(model, False, 1, device, activation_checkpointing)
     if optimizer_name == "lecture":
         optimizer, dtype = lecture_optimizer(model, device_type), torch.bfloat16
     else:
