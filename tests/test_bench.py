@@ -84,3 +84,13 @@ def test_plan_on_the_command_line_with_advice():
     r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--model", "gpt3-2.7b", "-B", "8", "--fsdp",
                         "--activation-checkpointing", "--plan"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "will not fit" not in r.stdout and "gathered bf16 weights" in r.stdout
+
+
+def test_checkpoint_speed_under_torchrun(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(ROOT / "bench" / "checkpoint_speed.py"), "--model", "tiny", "--dir", str(tmp_path / "w")],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "BENCH_RESULTS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    figures = result(tmp_path, "checkpoint_speed_cpu_tiny_2ranks")
+    assert all(figures[k] > 0 for k in ("sharded_save_s", "sharded_load_s", "gathered_save_s", "gathered_load_s"))
+    assert sorted(os.listdir(tmp_path / "w")) == ["ckpt_000001.pt", "ckpt_000002"]
