@@ -1,7 +1,6 @@
 """The training loop, end to end through the command line, on Tiny Shakespeare shards."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -224,17 +223,36 @@ def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, tmp_path)
         assert all(resumed[s] == pytest.approx(straight[s], abs=1e-5) for s in range(4)), (resumed, straight)
 
 
-def test_an_interrupted_sharded_save_is_never_resumed_from(data, tmp_path):
-    args = ["--fsdp", "--max-steps", 6, "--eval-interval", 0, "--checkpoint-interval", 2]
-    train(data, tmp_path, *args, "--stop-at", 4, nproc=2)
-    # what kill -9 in the middle of the save at step 6 leaves: shards under the temporary name, no rename
-    partial = tmp_path / "ckpt_000006.tmp"
-    shutil.copytree(tmp_path / "ckpt_000004", partial)
-    (partial / "__1_0.distcp").write_bytes(b"cut short")
-    assert checkpoint.newest_checkpoint(str(tmp_path)).endswith("ckpt_000004")
-    r = train(data, tmp_path, *args, "--resume", nproc=2)
-    assert "resuming from" in r.stdout and "ckpt_000004 at step 4" in r.stdout
-    assert not partial.exists() and final_state(tmp_path)["step"] == 6
+def test_a_sharded_save_killed_halfway_is_never_resumed_from(data, tmp_path):
+    args = ["--fsdp", "--max-steps", 50, "--eval-interval", 0, "--checkpoint-interval", 1, "--keep-checkpoints", 50]
+    import psutil
+
+    job = subprocess.Popen(command(2) + ["--data-dir", data, "--out-dir", str(tmp_path), *SMALL, *map(str, args)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        if len(checkpoint.checkpoint_paths(str(tmp_path))) >= 2 and list(tmp_path.glob("ckpt_*.tmp")):
+            # kill -9 the launcher and both ranks (torchrun starts them in sessions of their own) mid-save
+            for proc in psutil.process_iter(["cmdline"]):
+                if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+            break
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-save"
+    time.sleep(1)  # the ranks' exit
+    partial = list(tmp_path.glob("ckpt_*.tmp"))
+    newest = checkpoint.newest_checkpoint(str(tmp_path))
+    assert partial and int(newest[-6:]) < int(partial[0].name[5:11])  # the half-written one is not taken
+    step = checkpoint.load_meta(newest)["step"]
+    r = train(data, tmp_path, *args, "--resume", "--stop-at", step + 1, nproc=2)
+    assert f"at step {step}" in r.stdout and final_state(tmp_path)["step"] == step + 1
+
+
+def test_fsdp_with_bf16_keeps_fp32_master_weights(data, tmp_path):
+    train(data, tmp_path, "--fsdp", "--dtype", "bfloat16", "--max-steps", 3, "--eval-interval", 0, nproc=2)
+    losses = read_log(tmp_path)["train"]
+    assert losses[2] < losses[0]
+    assert all(t.dtype == torch.float32 for t in final_state(tmp_path)["model"].values())
 
 
 def test_fsdp_run_resumes_exactly_with_samples_and_hellaswag(data, tmp_path):
