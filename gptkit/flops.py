@@ -2,6 +2,8 @@
 
 import torch
 
+from gptkit.memory import parameter_count
+
 # Peak dense (no sparsity) bf16 FLOP/s. The first key found in the device name wins: the PCIe H100 runs at
 # lower clocks than the SXM one.
 PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -12,7 +14,7 @@ def flops_per_token(config, T=None):
     transformer cost about 6 per parameter per token, plus 12 * n_layer * n_embd * T for the attention scores
     (PaLM paper, appendix B). The parameters exclude the position embeddings (a lookup, not a matmul)."""
     C, L, T = config.n_embd, config.n_layer, T or config.block_size
-    n = config.vocab_size * C + L * (12 * C * C + 13 * C) + 2 * C  # wte (= lm_head) + blocks + ln_f
+    n = parameter_count(config) - config.block_size * C  # all but wpe
     return 6 * n + 12 * L * C * T
 
 

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
-from gptkit import distributed
+from gptkit import distributed, memory
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
 from gptkit.signals import StopRequest
@@ -139,7 +139,7 @@ def test_parameter_counts_on_meta_device():
         config, _, _ = tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)
         with torch.device("meta"):
             model = tg.GPT(config)
-        assert model.num_params() == count
+        assert model.num_params() == count == memory.parameter_count(config)  # the memory plan's formula too
         assert model.lm_head.weight is model.transformer.wte.weight
 
 
