@@ -449,6 +449,8 @@ def setup_run(args):
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
     if args.fsdp and "RANK" not in os.environ:
         raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N")
+    if args.cpu_offload and not (args.fsdp and (args.device or distributed.autodetect_device()) == "cuda"):
+        raise ValueError("--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda")
     tracking.check_installed(args.wandb, args.tensorboard)
     if (args.quickstart or args.finetune) and world_size == 1 and not os.path.isdir(args.data_dir):
         fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # one command, from input.txt

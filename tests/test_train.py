@@ -189,6 +189,7 @@ def test_clear_errors(data, tmp_path, capsys):
         (["--model", "gpt5"], "unknown model preset 'gpt5'"),
         (["-T", 512], "longer than the model's block_size 256"),
         (["--loss-chunk-size", -1], "--loss-chunk-size must be 0 (off) or positive"),
+        (["--cpu-offload"], "--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda"),
     ]
     for args, message in cases:
         code, err = run_main(capsys, data, tmp_path / "run", *args)
