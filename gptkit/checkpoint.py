@@ -169,26 +169,19 @@ def lock_run_dir(out_dir):
     return f
 
 
+def to_one_file(source, target):
+    """A sharded checkpoint (or the newest checkpoint of a run directory) -> one ckpt_*.pt file."""
+    state = load_checkpoint(newest_in_run(source))
+    torch.save(state, target + ".tmp")
+    os.replace(target + ".tmp", target)
+    return f"wrote {target} (step {state['step']})"
+
+
 def main(argv=None):
-    """A sharded checkpoint (or the newest in a run directory) -> one file, for any tool that wants one."""
-    import argparse
-    import sys
+    from gptkit.cli import convert_command
 
-    from gptkit.cli import HelpFormatter
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("checkpoint", help="a sharded checkpoint folder ckpt_NNNNNN/, or a run directory")
-    parser.add_argument("out", help="the ckpt_NNNNNN.pt file to write")
-    args = parser.parse_args(argv)
-    try:
-        state = load_checkpoint(newest_in_run(args.checkpoint))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    torch.save(state, args.out + ".tmp")
-    os.replace(args.out + ".tmp", args.out)
-    print(f"wrote {args.out} (step {state['step']})")
-    return 0
+    return convert_command(__doc__, "a sharded checkpoint folder ckpt_NNNNNN/, or a run directory",
+                           "the ckpt_NNNNNN.pt file to write", to_one_file, argv)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,18 @@ def progress(iterable=None, enabled=True, **kwargs):
 
     quiet = not enabled or os.environ.get("CI", "").lower() == "true" or not sys.stderr.isatty()
     return tqdm(iterable, disable=quiet, **kwargs)
+
+
+def convert_command(description, source_help, target_help, convert, argv=None):
+    """A command line of the form `python -m gptkit.X SOURCE TARGET`: convert(source, target) does the work and
+    returns what to print; an error is one line and exit status 1."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument("source", help=source_help)
+    parser.add_argument("target", help=target_help)
+    args = parser.parse_args(argv)
+    try:
+        print(convert(args.source, args.target))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -110,22 +110,14 @@ def save_hf(hf_model, out_dir):
 
 
 def main(argv=None):
-    import argparse
-    import sys
+    from gptkit.cli import convert_command
 
-    from gptkit.cli import HelpFormatter
+    def export(source, target):
+        export_checkpoint(source, target)
+        return f"wrote {target}: load it with transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained"
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("model", help="one of our checkpoint files, or a run directory (its newest checkpoint)")
-    parser.add_argument("out_dir", help="the Hugging Face directory to write")
-    args = parser.parse_args(argv)
-    try:
-        export_checkpoint(args.model, args.out_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out_dir}: load it with transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained")
-    return 0
+    return convert_command(__doc__, "one of our checkpoints, or a run directory (its newest checkpoint)",
+                           "the Hugging Face directory to write", export, argv)
 
 
 if __name__ == "__main__":
