@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import checkpoint, distributed, flops, hf, memory, sampling, tracking
+from gptkit import checkpoint, distributed, flops, hf, memory, modern, sampling, tracking
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, apply_defaults, given_flags
 from gptkit.shards import corpus_prefix, find_shards, open_shard
@@ -259,8 +259,14 @@ def load_model(name_or_path):
     return GPT.from_pretrained(path)
 
 
+def model_from_config(config):
+    """A fresh model for a config dict (a checkpoint's): the lecture's GPT, or with --recipe modern's switches on,
+    gptkit/modern.py's."""
+    return modern.ModernGPT(modern.ModernConfig(**config)) if modern.is_modern(config) else GPT(GPTConfig(**config))
+
+
 def model_from_checkpoint(ckpt):
-    model = GPT(GPTConfig(**ckpt["config"]))
+    model = model_from_config(ckpt["config"])
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -415,12 +421,16 @@ def starting_model(args):
         path = checkpoint.newest_checkpoint(args.out_dir)
         if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (setup_run)
             meta = checkpoint.load_meta(path)
-            return GPT(GPTConfig(**meta["config"])), meta
+            return model_from_config(meta["config"]), meta
         ckpt = checkpoint.load_checkpoint(path)
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
-        return load_model(args.init_from), None
-    return GPT(preset(args.model, args.vocab_size)[0]), None
+        model = load_model(args.init_from)
+        if modern.switches(args) and modern.switches(args) != modern.switches(model.config):
+            raise ValueError(f"--init-from {args.init_from} brings its own architecture; drop the modern model "
+                             "switches (--recipe modern, --rotary, ...) or start a fresh model")
+        return model, None
+    return model_from_config({**asdict(preset(args.model, args.vocab_size)[0]), **modern.switches(args)}), None
 
 
 def fill_model_defaults(args, config):
@@ -468,7 +478,11 @@ def setup_run(args):
     model.to(device)
     wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing,
                                      distributed.compute_dtype(device.split(":")[0], args.dtype), args.cpu_offload)
-    optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
+    if args.muon:
+        optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
+                                     args.fused_adamw)
+    else:
+        optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
@@ -532,9 +546,12 @@ def train_step(run, step, stop_requested):
         raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
                                  f"checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check the data")
     norm = distributed.full_tensor(torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), args.grad_clip))
-    lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
+    if args.schedule == "wsd":
+        lr = modern.wsd_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr, args.cooldown_frac)
+    else:
+        lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own multiple of the LR
     run.optimizer.step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()  # for an honest step time
@@ -763,6 +780,7 @@ def build_parser():
     distributed.add_arguments(p)  # --fsdp, --cpu-offload, --activation-checkpointing
     memory.add_arguments(p)  # --plan, --nproc, --gpu-memory
     tracking.add_arguments(p)  # --wandb, --tensorboard
+    modern.add_arguments(p)  # --recipe, --rotary, --muon, --schedule, ...
     return p
 
 
@@ -777,6 +795,8 @@ def parse_args(argv=None):
         p.error("--quickstart and --finetune are two recipes: choose one")
     if args.quickstart or args.finetune:
         apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
+    if args.recipe == "modern":
+        apply_defaults(args, modern.RECIPE, given)
     if args.resume:
         path = checkpoint.newest_checkpoint(args.out_dir)
         saved = checkpoint.load_meta(path).get("args", {})

@@ -13,16 +13,18 @@ chunk, and the saving is only memory.
 import torch
 
 
-def chunked_cross_entropy(x, weight, targets, chunk_size):
+def chunked_cross_entropy(x, weight, targets, chunk_size, softcap=0.0):
     """Mean cross-entropy of the logits x @ weight.T against targets, chunk_size positions at a time.
-    x (B, T, C) hidden states, weight (V, C) the output head, targets (B, T). The same value and gradients as
-    F.cross_entropy on the full logits."""
-    return _ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), chunk_size, torch.is_grad_enabled())
+    x (B, T, C) hidden states, weight (V, C) the output head, targets (B, T); softcap C > 0: the logits are
+    C * tanh(x @ weight.T / C) (the modern recipe). The same value and gradients as F.cross_entropy on the full
+    logits."""
+    return _ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), chunk_size, softcap,
+                                      torch.is_grad_enabled())
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk_size, with_grad):
+    def forward(ctx, x, weight, targets, chunk_size, softcap, with_grad):
         # x (N, C), weight (V, C), targets (N,); with_grad: whether backward will be called (evaluations skip it)
         N = x.size(0)
         vocab_ids = torch.arange(weight.size(0), device=x.device)
@@ -33,11 +35,15 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             xs, ts = x[start : start + chunk_size], targets[start : start + chunk_size]
             z = xs @ weight.t()  # (n, V): the only logits in memory, in the matmuls' dtype (bf16 under autocast)
             logits = z.float()
+            if softcap:
+                logits = softcap * torch.tanh(logits / softcap)
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             loss += (lse - logits.gather(1, ts[:, None]).squeeze(1)).sum()  # -log softmax at the targets
             if with_grad:
                 # softmax - one_hot as one elementwise expression, which torch.compile fuses into a single kernel
                 grad = torch.exp(logits - lse[:, None]) - (vocab_ids[None, :] == ts[:, None]).float()
+                if softcap:  # through the cap: d/dz C*tanh(z/C) = 1 - tanh(z/C)^2
+                    grad = grad * (1 - (logits / softcap).square())
                 grad = (grad / N).to(z.dtype)
                 grad_x[start : start + chunk_size] = grad @ weight
                 grad_w += grad.t() @ xs
@@ -48,4 +54,4 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None
+        return grad_x * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None, None

@@ -12,6 +12,10 @@ from urllib.parse import urlparse
 
 from gptkit.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, write_bpe_files
 
+# the modern recipe's model switches with no counterpart in transformers' GPT-2 (an untied head and zero-init map)
+UNMAPPED = {"rotary": "rotary position embeddings", "qk_norm": "QK-norm", "relu2": "the ReLU^2 MLP",
+            "rmsnorm": "RMSNorm", "softcap": "logit soft-capping"}
+
 # Conv1D layers in OpenAI's checkpoints: their weights are the transpose of nn.Linear's
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -64,11 +68,15 @@ def to_hf_model(state_dict, config):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     c = asdict(config) if is_dataclass(config) else config
+    unmapped = [part for name, part in UNMAPPED.items() if c.get(name)]
+    if unmapped:
+        raise ValueError(f"this model uses {', '.join(unmapped)}, which Hugging Face GPT-2 does not have: it cannot be "
+                         "exported as GPT-2; evaluate it with train_gpt2.py --init-from RUN --eval-only")
     vocab = min(c["vocab_size"], GPT2_VOCAB_SIZE)
     hc = GPT2Config(vocab_size=vocab, n_positions=c["block_size"], n_embd=c["n_embd"], n_layer=c["n_layer"],
                     n_head=c["n_head"], activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
                     attn_pdrop=0.0, layer_norm_epsilon=1e-5, bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN,
-                    tie_word_embeddings=True)
+                    tie_word_embeddings=not c.get("untied_head", False))
     sd = {}
     for k, v in state_dict.items():
         v = v.detach().float().cpu()

@@ -1,0 +1,290 @@
+"""The modern recipe (--recipe modern): the changes that took the GPT-2 speedrun (modded-nanogpt) from 10B tokens
+to under 1B, each its own switch, beside the lecture's GPT which stays as it is.
+
+Model switches (a GPT with any of them on is a ModernGPT; its config, saved in checkpoints, names them):
+    --rotary       rotary position embeddings instead of the learned wpe table
+    --qk-norm      RMSNorm on each head's queries and keys
+    --relu2        ReLU(x)^2 in the MLP instead of GELU
+    --rmsnorm      RMSNorm without learnable gains or biases instead of LayerNorm
+    --untied-head  separate input embedding and output head
+    --zero-init    output projections (and an untied head) start at zero
+    --softcap C    logits squashed into (-C, C) by C * tanh(logits / C)
+Training switches: --muon (Muon for the hidden weight matrices, AdamW for the rest) and --schedule wsd.
+"""
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from gptkit import sampling
+from gptkit.chunked_loss import chunked_cross_entropy
+
+# what --recipe modern turns on; each one can still be turned off (--no-rotary, --softcap 0, --schedule cosine, ...)
+RECIPE = dict(rotary=True, qk_norm=True, relu2=True, rmsnorm=True, untied_head=True, zero_init=True, softcap=15.0,
+              muon=True, schedule="wsd")
+
+
+@dataclass
+class ModernConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    attention: str = "flash"  # kept for the trainer's --attention; this model always uses scaled_dot_product_attention
+    rotary: bool = False
+    qk_norm: bool = False
+    relu2: bool = False
+    rmsnorm: bool = False
+    untied_head: bool = False
+    zero_init: bool = False
+    softcap: float = 0.0
+
+
+SWITCHES = tuple(f.name for f in fields(ModernConfig)[6:])  # rotary ... softcap
+
+
+def switches(args):
+    """The model switches that args turn on, {name: value}: empty for the lecture's GPT."""
+    return {name: getattr(args, name) for name in SWITCHES if getattr(args, name, False)}
+
+
+def is_modern(config):
+    """Whether a config (a dataclass or the dict a checkpoint stores) has any modern switch on."""
+    c = config if isinstance(config, dict) else asdict(config)
+    return any(c.get(name) for name in SWITCHES)
+
+
+def norm(config):
+    # RMSNorm: no mean to subtract and no gain to learn; the next matmul can scale what it needs
+    return nn.RMSNorm(config.n_embd, elementwise_affine=False) if config.rmsnorm else nn.LayerNorm(config.n_embd)
+
+
+def rotary_tables(pos, head_size, base=10000.0):
+    """cos and sin of the rotation angles pos * base^(-2i/head_size), i < head_size/2: (..., T, head_size/2)."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, device=pos.device, dtype=torch.float32) / head_size)
+    angles = pos[..., None].float() * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotate each pair (x1[i], x2[i]) of x (B, n_head, T, head_size) by its position's angle: the dot product of a
+    rotated query and key then depends only on how far apart they are, not on where they are."""
+    if cos.dim() == 3:  # per-row positions (B, T, head_size/2): broadcast over the heads
+        cos, sin = cos[:, None], sin[:, None]
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class ModernAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.n_head, self.config, self.layer_idx = config.n_head, config, layer_idx
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True
+
+    def forward(self, x, rope, cache=None, mask=None):
+        B, T, C = x.size()
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        if self.config.qk_norm:  # bounded attention logits: a higher LR without the softmax saturating
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class ModernMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.relu2 = config.relu2
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        # ReLU^2: as cheap as ReLU, smooth at zero like GELU, and sparse; it trained faster in the speedrun
+        h = F.relu(h).square() if self.relu2 else F.gelu(h, approximate="tanh")
+        return self.c_proj(h)
+
+
+class ModernBlock(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1, self.attn = norm(config), ModernAttention(config, layer_idx)
+        self.ln_2, self.mlp = norm(config), ModernMLP(config)
+
+    def forward(self, x, rope, cache=None, mask=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class SoftcapHead(nn.Linear):
+    """The output head, its logits squashed into (-cap, cap): no logit can run away and saturate the softmax."""
+
+    def __init__(self, n_embd, vocab_size, cap):
+        super().__init__(n_embd, vocab_size, bias=False)
+        self.cap = cap
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return self.cap * torch.tanh(logits.float() / self.cap) if self.cap else logits
+
+
+class ModernGPT(nn.Module):
+    """The lecture's GPT with the switches of a ModernConfig. The same interface as train_gpt2.GPT: forward, the
+    loss_chunk_size attribute, hidden_states (packed rows, KV cache), generate and num_params."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if not config.rotary:
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules["h"] = nn.ModuleList([ModernBlock(config, i) for i in range(config.n_layer)])
+        modules["ln_f"] = norm(config)
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = SoftcapHead(config.n_embd, config.vocab_size, config.softcap)
+        if not config.untied_head:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        self.loss_chunk_size = 0
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            residual = getattr(module, "RESIDUAL_PROJECTION", False)
+            std = 0.02 * ((2 * self.config.n_layer) ** -0.5 if residual else 1.0)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+            # zero-init: every block starts as the identity, the head as uniform predictions; they grow as needed
+            if self.config.zero_init and (residual or (module is self.lm_head and self.config.untied_head)):
+                torch.nn.init.zeros_(module.weight)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        x = self.hidden_states(idx)
+        if targets is not None and self.loss_chunk_size:
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk_size,
+                                               self.config.softcap)
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def hidden_states(self, idx, pos=None, mask=None, cache=None):
+        T = idx.size(1)
+        if cache is not None:
+            pos, mask = cache.positions(T)
+        elif pos is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+            pos = torch.arange(T, device=idx.device)
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.rotary:
+            rope = rotary_tables(pos, self.config.n_embd // self.config.n_head)
+        else:
+            x = x + self.transformer.wpe(pos)
+        for block in self.transformer.h:
+            x = block(x, rope, cache, mask)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def generate(self, prompts, max_new_tokens, **options):
+        return sampling.generate(self, prompts, max_new_tokens, **options)
+
+    def configure_optimizers(self, weight_decay, learning_rate, device_type, fused=True):
+        """AdamW as the lecture's GPT configures it (without --muon)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), eps=1e-8,
+                                 fused=fused and device_type in ("cuda", "cpu"))
+
+
+# -----------------------------------------------------------------------------
+# Training: Muon beside AdamW, and the warmup-stable-decay schedule
+# -----------------------------------------------------------------------------
+
+class MuonAdamW:
+    """Muon for the 2-D weight matrices inside the blocks, AdamW for everything else (embeddings, head, biases,
+    norm gains), stepped as one optimizer. Iterating gives the two torch optimizers, which is how
+    torch.distributed.checkpoint's state-dict helpers take several."""
+
+    def __init__(self, model, weight_decay, learning_rate, muon_lr, muon_weight_decay, fused):
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        hidden = [p for n, p in params if n.startswith("transformer.h.") and p.dim() == 2]
+        ids = {id(p) for p in hidden}
+        rest = [p for _, p in params if id(p) not in ids]
+        # Muon's LR follows the schedule as a multiple of AdamW's: the trainer sets lr = schedule * lr_scale
+        self.muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / learning_rate}], lr=muon_lr,
+                                     weight_decay=muon_weight_decay)
+        self.adamw = torch.optim.AdamW(
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+            lr=learning_rate, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+
+    def __iter__(self):
+        return iter((self.muon, self.adamw))
+
+    @property
+    def param_groups(self):
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def zero_grad(self, set_to_none=True):
+        for optimizer in self:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for optimizer in self:
+            optimizer.step()
+
+
+def wsd_lr(step, warmup_steps, max_steps, max_lr, min_lr, cooldown_frac):
+    """Warmup-stable-decay (trapezoidal): linear warmup, max_lr held, then a linear decay to min_lr over the last
+    cooldown_frac of the steps. The long flat stretch learns fast; the decay harvests it at the end."""
+    cooldown_start = max_steps - math.ceil(cooldown_frac * max_steps)
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    if step < cooldown_start:
+        return max_lr
+    return max_lr + (step - cooldown_start) / (max_steps - cooldown_start) * (min_lr - max_lr)
+
+
+def add_arguments(parser):
+    g = parser.add_argument_group("modern recipe (gptkit/modern.py; --recipe modern turns all of these on)")
+    g.add_argument("--recipe", default="lecture", choices=["lecture", "modern"],
+                   help="lecture: GPT-2 as in the video; modern: every switch below, each of which can still be "
+                        "turned off on its own (--no-rotary, --softcap 0, --schedule cosine, ...)")
+    on_off = dict(action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument("--rotary", **on_off, help="rotary position embeddings instead of the learned wpe table")
+    g.add_argument("--qk-norm", **on_off, help="RMSNorm on each head's queries and keys")
+    g.add_argument("--relu2", **on_off, help="ReLU(x)^2 in the MLP instead of GELU")
+    g.add_argument("--rmsnorm", **on_off, help="RMSNorm without gains or biases instead of LayerNorm")
+    g.add_argument("--untied-head", **on_off, help="separate input embedding and output head")
+    g.add_argument("--zero-init", **on_off, help="output projections (and an untied head) start at zero")
+    g.add_argument("--softcap", type=float, default=0.0, help="logits become C*tanh(logits/C) (modern: 15); 0: off")
+    g.add_argument("--muon", **on_off, help="Muon (torch.optim.Muon) for the 2-D weights inside the blocks, AdamW "
+                                            "for embeddings, head, biases and gains")
+    g.add_argument("--muon-lr", type=float, default=0.02, help="Muon's peak learning rate")
+    g.add_argument("--muon-weight-decay", type=float, default=0.0, help="Muon's decoupled weight decay")
+    g.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"],
+                   help="cosine: the lecture's warmup and cosine decay; wsd: warmup, flat, then a linear decay")
+    g.add_argument("--cooldown-frac", type=float, default=0.4, help="wsd: the share of the steps spent decaying")
