@@ -30,7 +30,7 @@ import hellaswag
 from gptkit import checkpoint, distributed, flops, hf, memory, modern, sampling, tracking
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.cli import HelpFormatter, apply_defaults, given_flags
-from gptkit.shards import corpus_prefix, find_shards, open_shard
+from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import gpt2_tokenizer
 
@@ -276,92 +276,35 @@ def model_from_checkpoint(ckpt):
 # -----------------------------------------------------------------------------
 
 class DataLoader:
-    """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size.
-
-    Each shard is cut into chunks of B*T tokens (+1 for the last target). Chunks are dealt out in rounds:
-    in round r, rank k reads chunk r*world_size + k, so ranks never overlap and together cover the shard
-    (all but a tail shorter than one round). One pass over all shards is an epoch. With shuffle, the shard
-    order and the chunk order are permuted every epoch by a generator seeded with (seed, epoch), the same on
-    every rank. Without it, the order is the lecture's: shard after shard, front to back."""
+    """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size. Each shard is
+    cut into chunks of B*T tokens (+1 for the last target); which chunk comes next is gptkit.shards.ShardCursor's
+    bookkeeping (ranks taking turns, epochs, --shuffle, a position that survives a resume). Without --shuffle the
+    order is the lecture's: shard after shard, front to back."""
 
     def __init__(self, data_dir, B, T, split, rank=0, world_size=1, shuffle=False, seed=0, vocab_size=None):
-        self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
-        self.shuffle, self.seed, self.vocab_size = shuffle, seed, vocab_size
-        self.paths = find_shards(data_dir, split)
-        self.rounds = []  # full rounds of chunks in each shard
-        for path in self.paths:
-            n = len(open_shard(path))
-            rounds = (n - 1) // (B * T * world_size)
-            if rounds == 0:
-                raise ValueError(f"shard {path} has {n:,} tokens, fewer than one batch on every rank needs "
-                                 f"(B*T*world_size + 1 = {B * T * world_size + 1:,}); lower B or T")
-            self.rounds.append(rounds)
-        self.reset()
+        self.B, self.T, self.vocab_size = B, T, vocab_size
+        self.cursor = ShardCursor(find_shards(data_dir, split), B, T, rank, world_size, shuffle, seed)
 
     def reset(self):
-        self.epoch, self.shard, self.round = 0, 0, 0
-        self._plan_epoch()
-        self._open_current_shard()
+        self.cursor.reset()  # back to the first batch: val loss is measured on the same batches every time
 
     def state_dict(self):
-        """Where the next batch comes from: enough to continue a run exactly."""
-        return {"epoch": self.epoch, "shard": self.shard, "round": self.round,
-                "B": self.B, "T": self.T, "world_size": self.world_size, "shuffle": self.shuffle, "seed": self.seed}
+        return self.cursor.state_dict()
 
     def load_state_dict(self, state):
-        """Continue where state left off. Without shuffle, B, T and the number of ranks may differ from the run
-        that saved it (a job resumed on fewer GPUs): the position is kept in tokens, rounded up to a whole
-        round of this run, so that no token is read twice and fewer than B*T*world_size are skipped."""
-        saved = {key: state.get(key, getattr(self, key)) for key in ("B", "T", "world_size", "shuffle", "seed")}
-        mine = {key: getattr(self, key) for key in saved}
-        fixed = saved.keys() if self.shuffle else ("shuffle", "seed")  # a shuffled order permutes chunks of one shape
-        differ = [key for key in fixed if saved[key] != mine[key]]
-        if differ:
-            was, now = (", ".join(f"{k}={d[k]}" for k in differ) for d in (saved, mine))
-            raise ValueError(f"data loader state was saved with {was}, this run has {now}; resume with the same "
-                             "settings (a --shuffle run also needs the same -B, -T and number of ranks)")
-        saved_round_tokens = saved["B"] * saved["T"] * saved["world_size"]
-        round_tokens = self.B * self.T * self.world_size
-        self.epoch, self.shard = state["epoch"], state["shard"]
-        self.round = -(-state["round"] * saved_round_tokens // round_tokens)  # ceil: the first round not yet read
-        self._plan_epoch()
-        if self.round >= self.rounds[self.shard_order[self.shard]]:
-            self._next_shard()  # the rest of this shard is shorter than one of our rounds
-        else:
-            self._open_current_shard()
-
-    def _plan_epoch(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.shard_order = rng.permutation(len(self.paths)) if self.shuffle else np.arange(len(self.paths))
-
-    def _open_current_shard(self):
-        i = int(self.shard_order[self.shard])
-        self.tokens = open_shard(self.paths[i])
-        n_chunks = self.rounds[i] * self.world_size
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        self.chunk_order = rng.permutation(n_chunks) if self.shuffle else np.arange(n_chunks)
+        self.cursor.load_state_dict(state)
 
     def next_batch(self):
         B, T = self.B, self.T
-        chunk = int(self.chunk_order[self.round * self.world_size + self.rank])
-        buf = self.tokens[chunk * B * T : (chunk + 1) * B * T + 1]
+        path, tokens, chunk = self.cursor.next_chunk()
+        buf = tokens[chunk * B * T : (chunk + 1) * B * T + 1]
         if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
-            raise ValueError(f"shard {self.paths[self.shard_order[self.shard]]} holds token id {int(buf.max())}, "
-                             f"outside the model's vocabulary of {self.vocab_size}")
+            raise ValueError(f"shard {path} holds token id {int(buf.max())}, outside the model's vocabulary of "
+                             f"{self.vocab_size}")
         buf = torch.from_numpy(buf.astype(np.int64))  # uint16 on disk -> int64 for the embedding lookup
         x = buf[:-1].view(B, T)  # inputs
         y = buf[1:].view(B, T)  # targets: the next token at every position
-        self.round += 1
-        if self.round == self.rounds[self.shard_order[self.shard]]:
-            self._next_shard()
         return x, y
-
-    def _next_shard(self):
-        self.round, self.shard = 0, self.shard + 1
-        if self.shard == len(self.paths):  # the end of an epoch
-            self.epoch, self.shard = self.epoch + 1, 0
-            self._plan_epoch()
-        self._open_current_shard()
 
 
 # -----------------------------------------------------------------------------
@@ -457,10 +400,7 @@ def setup_run(args):
     if args.total_batch_size % (B * T * world_size):
         raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
-    if args.fsdp and "RANK" not in os.environ:
-        raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N")
-    if args.cpu_offload and not (args.fsdp and (args.device or distributed.autodetect_device()) == "cuda"):
-        raise ValueError("--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda")
+    distributed.check_arguments(args)  # --fsdp, --cpu-offload
     tracking.check_installed(args.wandb, args.tensorboard)
     if (args.quickstart or args.finetune) and world_size == 1 and not os.path.isdir(args.data_dir):
         fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # one command, from input.txt
@@ -473,14 +413,15 @@ def setup_run(args):
         gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
 
     device = distributed.setup_distributed(args.device)
+    dtype = distributed.compute_dtype(device.split(":")[0], args.dtype)  # bf16 autocast on cuda by default
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
-    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing,
-                                     distributed.compute_dtype(device.split(":")[0], args.dtype), args.cpu_offload)
+    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing, dtype,
+                                     args.cpu_offload)
     if args.muon:
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
-                                     args.fused_adamw)
+                                     args.fused_adamw, args.adamw_lr_scale)
     else:
         optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
@@ -500,14 +441,9 @@ def setup_run(args):
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
-    capacity = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
-    bf16 = distributed.compute_dtype(device.split(":")[0], args.dtype) == torch.bfloat16
-    for line in memory.plan_lines(model.config, args, world_size, bf16, capacity):
+    for line in memory.startup_lines(model.config, model.num_params(), args, world_size, device,
+                                     dtype == torch.bfloat16):
         run.log(line)
-    if device == "cpu" and args.total_batch_size * model.num_params() > 1e12:
-        run.log(f"note: {args.total_batch_size:,} tokens a step through {model.num_params() / 1e6:.0f}M parameters is "
-                "a GPU workload: on a CPU each step takes a long time (see the second step's estimate); "
-                "--quickstart is sized for a CPU")
     return run, (ckpt["step"] if ckpt else 0)
 
 

@@ -113,6 +113,14 @@ def _unsharded(model):
         model.reshard()
 
 
+def check_arguments(args):
+    """The scale-out flags must fit how the job was launched: said before any process group starts."""
+    if args.fsdp and "RANK" not in os.environ:
+        raise ValueError("--fsdp shards the model across ranks: launch with torchrun --nproc_per_node=N")
+    if args.cpu_offload and not (args.fsdp and (args.device or autodetect_device()) == "cuda"):
+        raise ValueError("--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda")
+
+
 def add_arguments(parser):
     """The trainer's flags for sharding and memory."""
     g = parser.add_argument_group("scale-out")

@@ -13,13 +13,19 @@ Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T t
     FSDP with bf16                                     the gathered bf16 weights of two blocks and of the root
 """
 
+import torch
+
 GIB = 2**30
 
 
 def parameter_count(config):
-    """Parameters of the GPT in train_gpt2.py, the tied wte / lm_head counted once."""
-    C, L = config.n_embd, config.n_layer
-    return config.vocab_size * C + config.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+    """Parameters of the GPT in train_gpt2.py, the tied wte / lm_head counted once; of gptkit.modern's GPT too."""
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    switch = lambda name: getattr(config, name, False)  # noqa: E731  the modern recipe's switches, off for GPTConfig
+    norms = 0 if switch("rmsnorm") else (4 * L + 2) * C  # LayerNorm gains and biases; RMSNorm has none here
+    positions = 0 if switch("rotary") else config.block_size * C
+    head = V * C if switch("untied_head") else 0
+    return V * C + positions + L * (12 * C * C + 9 * C) + norms + head
 
 
 def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False, bf16=True, loss_chunk_size=0):
@@ -80,6 +86,18 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
         if capacity else None
     return [describe(parts, capacity)] + ([tip] if tip else [])
+
+
+def startup_lines(config, n_params, args, world_size, device, bf16):
+    """What the trainer says about memory as it starts: the plan for this device, and a note when a CPU is given a
+    GPU-sized step."""
+    capacity = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
+    lines = plan_lines(config, args, world_size, bf16, capacity)
+    if device == "cpu" and args.total_batch_size * n_params > 1e12:
+        lines.append(f"note: {args.total_batch_size:,} tokens a step through {n_params / 1e6:.0f}M parameters is a "
+                     "GPU workload: on a CPU each step takes a long time (see the second step's estimate); "
+                     "--quickstart is sized for a CPU")
+    return lines
 
 
 def add_arguments(parser):

@@ -25,7 +25,7 @@ from gptkit.chunked_loss import chunked_cross_entropy
 
 # what --recipe modern turns on; each one can still be turned off (--no-rotary, --softcap 0, --schedule cosine, ...)
 RECIPE = dict(rotary=True, qk_norm=True, relu2=True, rmsnorm=True, untied_head=True, zero_init=True, softcap=15.0,
-              muon=True, schedule="wsd")
+              muon=True, adamw_lr_scale=3.0, schedule="wsd")
 
 
 @dataclass
@@ -226,18 +226,19 @@ class MuonAdamW:
     norm gains), stepped as one optimizer. Iterating gives the two torch optimizers, which is how
     torch.distributed.checkpoint's state-dict helpers take several."""
 
-    def __init__(self, model, weight_decay, learning_rate, muon_lr, muon_weight_decay, fused):
+    def __init__(self, model, weight_decay, learning_rate, muon_lr, muon_weight_decay, fused, adamw_lr_scale=1.0):
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         hidden = [p for n, p in params if n.startswith("transformer.h.") and p.dim() == 2]
         ids = {id(p) for p in hidden}
         rest = [p for _, p in params if id(p) not in ids]
-        # Muon's LR follows the schedule as a multiple of AdamW's: the trainer sets lr = schedule * lr_scale
+        # each group's LR follows the schedule as a multiple of it: the trainer sets lr = schedule * lr_scale
         self.muon = torch.optim.Muon([{"params": hidden, "lr_scale": muon_lr / learning_rate}], lr=muon_lr,
                                      weight_decay=muon_weight_decay)
+        lr = learning_rate * adamw_lr_scale
         self.adamw = torch.optim.AdamW(
-            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
-            lr=learning_rate, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": adamw_lr_scale},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": adamw_lr_scale}],
+            lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
 
     def __iter__(self):
         return iter((self.muon, self.adamw))
@@ -285,6 +286,9 @@ def add_arguments(parser):
                                             "for embeddings, head, biases and gains")
     g.add_argument("--muon-lr", type=float, default=0.02, help="Muon's peak learning rate")
     g.add_argument("--muon-weight-decay", type=float, default=0.0, help="Muon's decoupled weight decay")
+    g.add_argument("--adamw-lr-scale", type=float, default=1.0,
+                   help="with --muon: AdamW's LR (embeddings, head, biases, gains) as a multiple of --max-lr; the "
+                        "modern recipe's untied, zero-initialised head and its embedding learn best at 3x")
     g.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"],
                    help="cosine: the lecture's warmup and cosine decay; wsd: warmup, flat, then a linear decay")
     g.add_argument("--cooldown-frac", type=float, default=0.4, help="wsd: the share of the steps spent decaying")

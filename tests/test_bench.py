@@ -94,3 +94,27 @@ def test_checkpoint_speed_under_torchrun(tmp_path):
     figures = result(tmp_path, "checkpoint_speed_cpu_tiny_2ranks")
     assert all(figures[k] > 0 for k in ("sharded_save_s", "sharded_load_s", "gathered_save_s", "gathered_load_s"))
     assert sorted(os.listdir(tmp_path / "w")) == ["ckpt_000001.pt", "ckpt_000002"]
+
+
+def test_recipe_race_reports_tokens_to_the_lecture_target_and_plots(data, tmp_path):
+    bench(tmp_path, "recipe_race.py", "--data-dir", data, "--work-dir", tmp_path / "runs", "-B", 2, "-T", 32,
+          "--total-batch-size", 64, "--steps", 4, "--warmup-steps", 1, "--eval-every", 2, "--eval-steps", 1)
+    race = result(tmp_path, "recipe_race_tiny_ts_0k")
+    assert set(race["runs"]) == {"lecture", "modern", "modern_half"}
+    assert list(race["curves"]["lecture"]) == ["0", "128", "256"] and list(race["curves"]["modern_half"]) == ["0", "128"]
+    assert race["target_val_loss"] == race["curves"]["lecture"]["256"] == race["runs"]["lecture"]["final_val_loss"]
+    for name, run in race["runs"].items():  # between the last evaluation above the target and the first at or below
+        points = [(int(t), loss) for t, loss in race["curves"][name].items()]
+        first = next((i for i, (_, loss) in enumerate(points) if loss <= race["target_val_loss"]), None)
+        if first is None:
+            assert run["tokens_to_target"] is None
+        else:
+            assert points[max(first - 1, 0)][0] <= run["tokens_to_target"] <= points[first][0]
+    assert "--recipe modern" in race["runs"]["modern"]["flags"] and race["runs"]["modern_half"]["budget_tokens"] == 128
+    assert (tmp_path / "recipe_race_tiny_ts_0k.png").stat().st_size > 10_000
+
+
+def test_optimizer_step_times_adamw_and_muon(tmp_path):
+    bench(tmp_path, "optimizer_step.py", "--models", "tiny", "--steps", 1, "--device", "cpu")
+    figures = result(tmp_path, "optimizer_step_cpu")["models"]["tiny"]
+    assert figures["adamw_ms"] > 0 and figures["muon_adamw_ms"] > 0 and figures["gram_128x512_bfloat16_ms"] > 0

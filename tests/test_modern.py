@@ -14,7 +14,7 @@ import torch
 
 import hellaswag
 import train_gpt2 as tg
-from gptkit import modern
+from gptkit import memory, modern
 from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.hf import export_hf, to_hf_model
 from gptkit.shards import find_shards, open_shard
@@ -78,6 +78,8 @@ def test_the_switches_change_the_parameters_they_name():
     model = modern_model(untied_head=True)
     assert model.lm_head.weight is not model.transformer.wte.weight
     assert model.num_params() == tg.GPT(tg.GPTConfig(**SHAPE)).num_params() + 50304 * 64
+    for switches in ({}, EVERY, {"rotary": True}, {"rmsnorm": True}, {"untied_head": True}):  # the memory plan's count
+        assert memory.parameter_count(modern.ModernConfig(**SHAPE, **switches)) == modern_model(**switches).num_params()
 
 
 def test_rotary_attention_depends_on_distance_only():
@@ -160,13 +162,14 @@ def test_muon_update_is_the_orthogonalised_momentum():
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     model = modern_model(**EVERY)
-    optimizer = modern.MuonAdamW(model, 0.1, 1e-3, 0.02, 0.0, fused=False)
+    optimizer = modern.MuonAdamW(model, 0.1, 1e-3, 0.02, 0.0, fused=False, adamw_lr_scale=3.0)
     name = {id(p): n for n, p in model.named_parameters()}
     muon = {name[id(p)] for g in optimizer.muon.param_groups for p in g["params"]}
     adamw = {name[id(p)] for g in optimizer.adamw.param_groups for p in g["params"]}
     assert muon == {n for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
     assert adamw == set(name.values()) - muon and "lm_head.weight" in adamw and "transformer.wte.weight" in adamw
-    assert [g["lr_scale"] for g in optimizer.muon.param_groups] == [20.0]
+    assert [g["lr_scale"] for g in optimizer.param_groups] == [20.0, 3.0, 3.0]  # Muon at 0.02, AdamW at 3e-3
+    assert [g["weight_decay"] for g in optimizer.adamw.param_groups] == [0.1, 0.0]
 
 
 def test_wsd_schedule_warms_up_holds_then_decays_linearly():
@@ -183,7 +186,7 @@ def test_wsd_schedule_warms_up_holds_then_decays_linearly():
 def test_recipe_flags_resolve_to_switches_and_each_can_be_turned_off():
     args = tg.parse_args(["--recipe", "modern", "--no-rotary", "--softcap", "0", "--schedule", "cosine"])
     assert modern.switches(args) == {k: v for k, v in EVERY.items() if k not in ("rotary", "softcap")}
-    assert args.muon and args.schedule == "cosine"
+    assert args.muon and args.adamw_lr_scale == 3.0 and args.schedule == "cosine"
     lecture = tg.parse_args([])
     assert modern.switches(lecture) == {} and not lecture.muon and lecture.schedule == "cosine"
     assert modern.switches(tg.parse_args(["--qk-norm"])) == {"qk_norm": True}
