@@ -207,17 +207,22 @@ def evaluate(logits_fn, examples, enc, device, batch_size=16, rank=0, world_size
     return {"n": n, "correct": correct, "correct_norm": correct_norm, "acc": correct / n, "acc_norm": correct_norm / n}
 
 
-def load_hf_model(name):
+def load_model_to_score(name):
     """A transformers GPT-2 for a hub name (gpt2, gpt2-xl, ...) or a directory, or one of our checkpoints or run
-    directories converted to one (the conversion export_hf writes)."""
-    from gptkit import checkpoint
+    directories converted to one (the conversion export_hf writes). A checkpoint of the modern recipe, which has
+    no transformers counterpart, comes back as gptkit.modern's model. Returns (model, its logits_fn maker)."""
+    from gptkit import checkpoint, modern
     from gptkit.hf import from_pretrained, to_hf_model
 
     path = checkpoint.newest_in_run(name)
     if checkpoint.is_checkpoint(path):
         ckpt = checkpoint.load_checkpoint(path)
-        return to_hf_model(ckpt["model"], ckpt["config"])
-    return from_pretrained(path, auto=True).eval()
+        if modern.is_modern(ckpt["config"]):
+            model = modern.ModernGPT(modern.ModernConfig(**ckpt["config"]))
+            model.load_state_dict(ckpt["model"])
+            return model.eval(), gpt_logits_fn
+        return to_hf_model(ckpt["model"], ckpt["config"]), hf_logits_fn
+    return from_pretrained(path, auto=True).eval(), hf_logits_fn
 
 
 def main(argv=None):
@@ -240,14 +245,18 @@ def main(argv=None):
     try:
         examples = load_examples(data_path(args.split, args.cache_dir), args.limit)
         enc = gpt2_tokenizer()
-        model = load_hf_model(args.model).to(device)
+        model, logits_fn = load_model_to_score(args.model)
+        model.to(device)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
     if args.compile:  # the transformer body; the head only runs on the gathered positions
-        model.transformer = torch.compile(model.transformer)
-    forward = hf_logits_fn(model, autocast_context(device.split(":")[0], args.dtype))
+        if logits_fn is hf_logits_fn:
+            model.transformer = torch.compile(model.transformer)
+        else:
+            model.hidden_states = torch.compile(model.hidden_states)
+    forward = logits_fn(model, autocast_context(device.split(":")[0], args.dtype))
     t0 = time.time()
     result = evaluate(forward, examples, enc, device, args.batch_size,
                       pad_to=packed_length(examples, enc) if args.compile else None, show_progress=True)

@@ -19,7 +19,7 @@ from gptkit.chunked_loss import chunked_cross_entropy
 from gptkit.hf import export_hf, to_hf_model
 from gptkit.shards import find_shards, open_shard
 from gptkit.tokenizer import gpt2_tokenizer
-from helpers import ROOT, assert_same_tensors, final_state, make_examples, train
+from helpers import ROOT, assert_same_tensors, final_state, make_examples, train, write_jsonl
 from plot import read_log
 
 SHAPE = dict(block_size=64, vocab_size=50304, n_layer=2, n_head=4, n_embd=64)
@@ -281,17 +281,21 @@ def test_muon_on_fsdp_shards_orthogonalises_each_whole_matrix(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_modern_recipe_under_fsdp_trains_as_one_process_does(data, tmp_path):
+def test_the_modern_recipe_under_ddp_and_fsdp_trains_as_one_process_does(data, tmp_path):
     run = ("--recipe", "modern", "--max-steps", 4, "--eval-interval", 4, "--total-batch-size", 128)
     train(data, tmp_path / "one", *run)
+    train(data, tmp_path / "ddp", *run, "-B", 1, nproc=2)
     train(data, tmp_path / "fsdp", *run, "-B", 1, "--fsdp", nproc=2)
+    ddp = final_state(tmp_path / "ddp")
+    assert ddp["args"]["muon"] and ddp["config"]["rotary"]
     # Losses, not weights: Newton-Schulz runs in bf16 and lifts every singular value of the update towards 1, the
     # noise-sized ones of a nearly low-rank gradient too, so summing in another order moves weights by up to 15%
     # of their (small, zero-initialised) norm in 4 steps, while the losses agree to 1e-5
-    one, fsdp = read_log(tmp_path / "one"), read_log(tmp_path / "fsdp")
+    one = read_log(tmp_path / "one")
     assert one["train"][3] < one["train"][0] - 0.2
-    for kind in ("train", "val"):
-        assert fsdp[kind] == pytest.approx(one[kind], abs=1e-4)
+    for other in ("ddp", "fsdp"):
+        for kind in ("train", "val"):
+            assert read_log(tmp_path / other)[kind] == pytest.approx(one[kind], abs=1e-4), other
 
 
 @pytest.mark.slow
@@ -308,7 +312,16 @@ def test_modern_checkpoints_in_the_tools(data, tmp_path):
     train(data, tmp_path / "more", "--init-from", tmp_path / "run", *more, small=False)  # its architecture comes along
     r = train(data, tmp_path / "other", "--init-from", "tiny", "--rotary", *more, small=False, check=False)
     assert r.returncode == 1 and "brings its own architecture" in r.stderr
-    assert asdict(tg.load_model(str(tmp_path / "run")).config)["softcap"] == 15.0
+    model = tg.load_model(str(tmp_path / "run")).eval()
+    assert asdict(model.config)["softcap"] == 15.0
+    # hellaswag.py scores it with gptkit.modern's model (transformers has none): as the trainer's own evaluation does
+    examples = make_examples(6, seed=2)
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    r = subprocess.run([sys.executable, str(ROOT / "hellaswag.py"), "-m", str(tmp_path / "run"), "--cache-dir",
+                        str(tmp_path), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    expected = hellaswag.evaluate(hellaswag.gpt_logits_fn(model), examples, gpt2_tokenizer(), "cpu")
+    assert f"acc_norm {expected['acc_norm']:.4f} ({expected['correct_norm']}/6)" in r.stdout
 
 
 @pytest.mark.slow
