@@ -422,8 +422,9 @@ def setup_run(args):
     if args.muon:
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
                                      args.fused_adamw, args.adamw_lr_scale)
-    else:
-        optimizer = model.configure_optimizers(args.weight_decay, args.max_lr, device.split(":")[0], args.fused_adamw)
+    else:  # the lecture's AdamW, for a modern model too (it only looks at the parameters)
+        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device.split(":")[0],
+                                             args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)

@@ -40,7 +40,7 @@ def measure(name, steps, device):
         switches = {k: v for k, v in modern.RECIPE.items() if k in modern.SWITCHES}
         model = modern.ModernGPT(modern.ModernConfig(**vars(config), **switches)).to(device)
         if label == "adamw":
-            optimizer = model.configure_optimizers(0.1, 1e-3, device)
+            optimizer = tg.GPT.configure_optimizers(model, 0.1, 1e-3, device)
         else:
             optimizer = modern.MuonAdamW(model, 0.1, 1e-3, 0.02, 0.0, fused=True)
         for p in model.parameters():

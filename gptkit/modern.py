@@ -141,7 +141,8 @@ class SoftcapHead(nn.Linear):
 
 class ModernGPT(nn.Module):
     """The lecture's GPT with the switches of a ModernConfig. The same interface as train_gpt2.GPT: forward, the
-    loss_chunk_size attribute, hidden_states (packed rows, KV cache), generate and num_params."""
+    loss_chunk_size attribute, hidden_states (packed rows, KV cache), generate and num_params. Without --muon the
+    trainer gives it the lecture's AdamW (GPT.configure_optimizers)."""
 
     def __init__(self, config):
         super().__init__()
@@ -207,14 +208,6 @@ class ModernGPT(nn.Module):
 
     def generate(self, prompts, max_new_tokens, **options):
         return sampling.generate(self, prompts, max_new_tokens, **options)
-
-    def configure_optimizers(self, weight_decay, learning_rate, device_type, fused=True):
-        """AdamW as the lecture's GPT configures it (without --muon)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), eps=1e-8,
-                                 fused=fused and device_type in ("cuda", "cpu"))
 
 
 # -----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_each_switch_trains_on_tiny_shakespeare(data, switch):
     if switch in ("muon", "all"):
         optimizer = modern.MuonAdamW(model, 0.1, 3e-3, 0.02, 0.0, fused=False)
     else:
-        optimizer = model.configure_optimizers(0.1, 3e-3, "cpu")
+        optimizer = tg.GPT.configure_optimizers(model, 0.1, 3e-3, "cpu")
     losses = []
     for step, (x, y) in enumerate(batches(data, 12)):
         logits, loss = model(x, y)
