@@ -8,7 +8,7 @@ GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture 
     4. command line  every knob, with defaults that reproduce the GPT-2 124M run on 10B FineWeb-Edu tokens
 
 What goes beyond the lecture (KV-cache sampling, the chunked loss, checkpoint files, torchrun and FSDP,
-Hugging Face export, FLOPs/MFU, stop signals) lives in gptkit/, one call away. Importing this file only
+Hugging Face export, FLOPs/MFU, stop signals, the modern recipe) lives in gptkit/, one call away. Importing this file only
 defines things; `python train_gpt2.py --help` lists the flags.
 """
 
@@ -757,6 +757,8 @@ def parse_args(argv=None):
 def print_plan(args):
     """--plan: the memory plan of --model for --nproc GPUs of --gpu-memory GiB each, without training or a GPU."""
     config = preset(args.model, args.vocab_size)[0]
+    if modern.switches(args):  # an untied head and rotary positions change the count
+        config = modern.ModernConfig(**asdict(config), **modern.switches(args))
     print(f"{args.model}: {memory.parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
           f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
           f"{', activation checkpointing' if args.activation_checkpointing else ''}")

@@ -154,7 +154,7 @@ class ModernGPT(nn.Module):
         modules["ln_f"] = norm(config)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = SoftcapHead(config.n_embd, config.vocab_size, config.softcap)
-        if not config.untied_head:
+        if not config.untied_head:  # untied, reading tokens and predicting them stop pulling one matrix two ways
             self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
         self.loss_chunk_size = 0
@@ -216,7 +216,8 @@ class ModernGPT(nn.Module):
 
 class MuonAdamW:
     """Muon for the 2-D weight matrices inside the blocks, AdamW for everything else (embeddings, head, biases,
-    norm gains), stepped as one optimizer. Iterating gives the two torch optimizers, which is how
+    norm gains), stepped as one optimizer. Muon orthogonalises each matrix's momentum (Newton-Schulz), so that every
+    direction of the matrix moves at the same rate instead of the few largest dominating the update. Iterating gives the two torch optimizers, which is how
     torch.distributed.checkpoint's state-dict helpers take several."""
 
     def __init__(self, model, weight_decay, learning_rate, muon_lr, muon_weight_decay, fused, adamw_lr_scale=1.0):
