@@ -4,8 +4,9 @@ each run needs to reach the lecture's final val loss, and a PNG of the curves.
 
     python bench/recipe_race.py                                  # CPU: tiny on Tiny Shakespeare, lecture vs modern
     python bench/recipe_race.py --ablation                       # ... and every change on its own
-    python bench/recipe_race.py --model gpt2 --data-dir edu_fineweb10B -B 64 --total-batch-size 524288 \\
-        --steps 1600 --eval-every 100 --eval-steps 20 --target 3.28  # a GPU: time and tokens to 3.28
+    python bench/recipe_race.py --model gpt2 --data-dir edu_fineweb10B -B 64 -T 1024 --total-batch-size 524288 \\
+        --steps 1600 --warmup-steps 100 --eval-every 100 --eval-steps 20 --target 3.28 --nproc 8 \\
+        --extra-flags=--compile                                 # 8 GPUs: tokens to 3.28
 
 Tokens to the target are read off each run's own curve (linearly between evaluations), one run per recipe: a run
 that crosses the target halfway through its schedule would get there at least as soon with a schedule of half
@@ -40,12 +41,15 @@ def run_recipe(name, flags, steps, args):
     if os.path.isdir(out):
         for f in os.listdir(out):  # a fresh run every time: the trainer refuses a directory with checkpoints
             os.remove(os.path.join(out, f))
-    command = [sys.executable, os.path.join(ROOT, "train_gpt2.py"), "--model", args.model, "--data-dir",
+    launcher = [sys.executable] if args.nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
+    command = [*launcher, os.path.join(ROOT, "train_gpt2.py"), "--model", args.model, "--data-dir",
                args.data_dir, "--out-dir", out, "-B", str(args.batch_size), "-T", str(args.seq_len),
                "--total-batch-size", str(args.total_batch_size), "--max-steps", str(steps),
                "--warmup-steps", str(args.warmup_steps), "--eval-interval", str(args.eval_every),
                "--eval-steps", str(args.eval_steps), "--hellaswag-interval", "0", "--sample-interval", "0",
-               "--checkpoint-interval", "0", "--keep-checkpoints", "1", "--seed", str(args.seed), *flags]
+               "--checkpoint-interval", "0", "--keep-checkpoints", "1", "--seed", str(args.seed),
+               *args.extra_flags.split(), *flags]
     print(f"{name}: {' '.join(flags) or '(the lecture)'}", flush=True)
     start = time.time()
     r = subprocess.run(command, capture_output=True, text=True)
@@ -107,6 +111,8 @@ def main(argv=None):
     p.add_argument("--warmup-steps", type=int, default=20, help="LR warmup, both recipes")
     p.add_argument("--eval-every", type=int, default=20, help="steps between val losses")
     p.add_argument("--eval-steps", type=int, default=6, help="val micro-batches per val loss")
+    p.add_argument("--nproc", type=int, default=1, help="GPUs per run, launched with torchrun when more than 1")
+    p.add_argument("--extra-flags", default="", help="more train_gpt2.py flags for every run (--compile, ...)")
     p.add_argument("--seed", type=int, default=1337, help="the same initial weights and data order for all")
     p.add_argument("--target", type=float, help="val loss to reach (default: the lecture recipe's final one)")
     p.add_argument("--ablation", action="store_true", help="also train each modern change on its own")

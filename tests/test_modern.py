@@ -47,6 +47,7 @@ def test_with_every_switch_off_it_is_the_lecture_gpt():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # 12 short trainings
 @pytest.mark.parametrize("switch", [*modern.SWITCHES, "muon", "wsd", "all"])
 def test_each_switch_trains_on_tiny_shakespeare(data, switch):
     switches = EVERY if switch == "all" else {switch: EVERY[switch]} if switch in EVERY else {}
