@@ -208,7 +208,7 @@ def test_export_maps_an_untied_head_and_names_what_does_not_map(tmp_path):
 
 # --- through the trainer -----------------------------------------------------------------------------------------
 
-REFERENCE = json.loads((ROOT / "tests" / "data" / "lecture_reference.json").read_text())
+REFERENCE = json.loads((ROOT / "tests" / "fixtures" / "lecture_reference.json").read_text())
 
 
 def weights_sha256(state):
@@ -220,7 +220,7 @@ def weights_sha256(state):
 
 @pytest.mark.slow
 def test_the_lecture_recipe_is_bit_for_bit_what_it_was(data, tmp_path):
-    """The tiny run in tests/data/lecture_reference.json was written by main before the modern recipe (commit
+    """The tiny run in tests/fixtures/lecture_reference.json was written by main before the modern recipe (commit
     ec8ed4c): `train_gpt2.py` with helpers.SMALL, --max-steps 6 --eval-interval 3, on Tiny Shakespeare's shards."""
     train(data, tmp_path, "--max-steps", 6, "--eval-interval", 3)
     assert (tmp_path / "log.txt").read_text().splitlines() == REFERENCE["log"]
