@@ -135,6 +135,9 @@ def main(argv=None):
     rows = {name: {"final_val_loss": curves[name][max(curves[name])], "tokens_to_target": reach[name],
                    "share_of_budget": reach[name] / budget if reach[name] else None,
                    "seconds_per_step": round(seconds[name], 3), "flags": " ".join(variants[name][0]),
+                   # wall time to the target at this run's average step time (evaluations included)
+                   "seconds_to_target": round(reach[name] / args.total_batch_size * seconds[name], 1)
+                   if reach[name] else None,
                    "budget_tokens": variants[name][1] * args.total_batch_size}
             for name in curves}
     for name, row in rows.items():

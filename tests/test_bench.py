@@ -110,6 +110,7 @@ def test_recipe_race_reports_tokens_to_the_lecture_target_and_plots(data, tmp_pa
             assert run["tokens_to_target"] is None
         else:
             assert points[max(first - 1, 0)][0] <= run["tokens_to_target"] <= points[first][0]
+    assert race["runs"]["lecture"]["seconds_to_target"] > 0
     assert "--recipe modern" in race["runs"]["modern"]["flags"] and race["runs"]["modern_half"]["budget_tokens"] == 128
     assert (tmp_path / "recipe_race_tiny_ts_0k.png").stat().st_size > 10_000
 
