@@ -373,7 +373,7 @@ def starting_model(args):
             raise ValueError(f"--init-from {args.init_from} brings its own architecture; drop the modern model "
                              "switches (--recipe modern, --rotary, ...) or start a fresh model")
         return model, None
-    return model_from_config({**asdict(preset(args.model, args.vocab_size)[0]), **modern.switches(args)}), None
+    return model_from_config(asdict(modern.with_switches(preset(args.model, args.vocab_size)[0], args))), None
 
 
 def fill_model_defaults(args, config):
@@ -756,9 +756,7 @@ def parse_args(argv=None):
 
 def print_plan(args):
     """--plan: the memory plan of --model for --nproc GPUs of --gpu-memory GiB each, without training or a GPU."""
-    config = preset(args.model, args.vocab_size)[0]
-    if modern.switches(args):  # an untied head and rotary positions change the count
-        config = modern.ModernConfig(**asdict(config), **modern.switches(args))
+    config = modern.with_switches(preset(args.model, args.vocab_size)[0], args)  # an untied head counts too
     print(f"{args.model}: {memory.parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
           f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
           f"{', activation checkpointing' if args.activation_checkpointing else ''}")

@@ -14,7 +14,7 @@ def flops_per_token(config, T=None):
     transformer cost about 6 per parameter per token, plus 12 * n_layer * n_embd * T for the attention scores
     (PaLM paper, appendix B). The parameters exclude the position embeddings (a lookup, not a matmul)."""
     C, L, T = config.n_embd, config.n_layer, T or config.block_size
-    n = parameter_count(config) - config.block_size * C  # all but wpe
+    n = parameter_count(config) - (0 if getattr(config, "rotary", False) else config.block_size * C)  # all but wpe
     return 6 * n + 12 * L * C * T
 
 

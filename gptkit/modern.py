@@ -53,6 +53,11 @@ def switches(args):
     return {name: getattr(args, name) for name in SWITCHES if getattr(args, name, False)}
 
 
+def with_switches(config, args):
+    """A preset's config with the model switches args turn on: a ModernConfig when any is, else config itself."""
+    return ModernConfig(**asdict(config), **switches(args)) if switches(args) else config
+
+
 def is_modern(config):
     """Whether a config (a dataclass or the dict a checkpoint stores) has any modern switch on."""
     c = config if isinstance(config, dict) else asdict(config)
