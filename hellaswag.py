@@ -51,11 +51,17 @@ def data_path(split, cache_dir=DEFAULT_CACHE):
 
 
 def load_val_examples(cache_dir, block_size):
-    """The val examples for a model of block_size positions, downloaded into cache_dir the first time."""
-    examples = load_examples(data_path("val", cache_dir))
+    """The val examples for the trainer's evaluation of a model of block_size positions, downloaded into cache_dir
+    the first time. A problem is one line naming the trainer's flags that fix it."""
+    try:
+        examples = load_examples(data_path("val", cache_dir))
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"{e} (or point --hellaswag-dir at the folder holding it); or turn HellaSwag off with "
+                      "--hellaswag-interval 0") from None
     longest = longest_row(examples, gpt2_tokenizer())
     if longest > block_size:
-        raise ValueError(f"HellaSwag examples need {longest} positions, more than block_size {block_size}")
+        raise ValueError(f"HellaSwag examples need {longest} positions, more than block_size {block_size}; turn "
+                         "HellaSwag off with --hellaswag-interval 0")
     return examples
 
 

@@ -7,9 +7,9 @@ GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture 
                      HellaSwag and samples every N steps, checkpoints
     4. command line  every knob, with defaults that reproduce the GPT-2 124M run on 10B FineWeb-Edu tokens
 
-What goes beyond the lecture (KV-cache sampling, the chunked loss, checkpoint files, torchrun and FSDP,
-Hugging Face export, FLOPs/MFU, stop signals, the modern recipe) lives in gptkit/, one call away. Importing this file only
-defines things; `python train_gpt2.py --help` lists the flags.
+What goes beyond the lecture (KV-cache sampling, the chunked loss, checkpoint files and resuming, how settings
+are layered, torchrun and FSDP, Hugging Face export, FLOPs/MFU, stop signals, the modern recipe) lives in gptkit/,
+one call away. Importing this file only defines things; `python train_gpt2.py --help` lists the flags.
 """
 
 import argparse
@@ -27,9 +27,8 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import checkpoint, distributed, flops, hf, memory, modern, sampling, tracking
-from gptkit.chunked_loss import chunked_cross_entropy
-from gptkit.cli import HelpFormatter, apply_defaults, given_flags
+from gptkit import checkpoint, chunked_loss, distributed, flops, hf, memory, modern, sampling, settings, tracking
+from gptkit.cli import HelpFormatter, non_negative_int, positive_int
 from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import gpt2_tokenizer
@@ -147,7 +146,7 @@ class GPT(nn.Module):
         With loss_chunk_size set, the loss is computed without ever holding all the logits: (None, loss)."""
         x = self.hidden_states(idx)  # (B, T, n_embd)
         if targets is not None and self.loss_chunk_size:
-            return None, chunked_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk_size)
+            return None, chunked_loss.chunked_cross_entropy(x, self.lm_head.weight, targets, self.loss_chunk_size)
         logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
@@ -275,28 +274,19 @@ def model_from_checkpoint(ckpt):
 # 2. The data
 # -----------------------------------------------------------------------------
 
-class DataLoader:
+class DataLoader(ShardCursor):
     """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size. Each shard is
-    cut into chunks of B*T tokens (+1 for the last target); which chunk comes next is gptkit.shards.ShardCursor's
-    bookkeeping (ranks taking turns, epochs, --shuffle, a position that survives a resume). Without --shuffle the
-    order is the lecture's: shard after shard, front to back."""
+    cut into chunks of B*T tokens (+1 for the last target). Which chunk comes next is ShardCursor's bookkeeping
+    (gptkit/shards.py): ranks taking turns, epochs, --shuffle, reset() for val, a state_dict() for resuming. Without
+    --shuffle the order is the lecture's: shard after shard, front to back."""
 
     def __init__(self, data_dir, B, T, split, rank=0, world_size=1, shuffle=False, seed=0, vocab_size=None):
-        self.B, self.T, self.vocab_size = B, T, vocab_size
-        self.cursor = ShardCursor(find_shards(data_dir, split), B, T, rank, world_size, shuffle, seed)
-
-    def reset(self):
-        self.cursor.reset()  # back to the first batch: val loss is measured on the same batches every time
-
-    def state_dict(self):
-        return self.cursor.state_dict()
-
-    def load_state_dict(self, state):
-        self.cursor.load_state_dict(state)
+        super().__init__(find_shards(data_dir, split), B, T, rank, world_size, shuffle, seed)
+        self.vocab_size = vocab_size
 
     def next_batch(self):
         B, T = self.B, self.T
-        path, tokens, chunk = self.cursor.next_chunk()
+        path, tokens, chunk = self.next_chunk()
         buf = tokens[chunk * B * T : (chunk + 1) * B * T + 1]
         if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
             raise ValueError(f"shard {path} holds token id {int(buf.max())}, outside the model's vocabulary of "
@@ -369,23 +359,9 @@ def starting_model(args):
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
         model = load_model(args.init_from)
-        if modern.switches(args) and modern.switches(args) != modern.switches(model.config):
-            raise ValueError(f"--init-from {args.init_from} brings its own architecture; drop the modern model "
-                             "switches (--recipe modern, --rotary, ...) or start a fresh model")
+        modern.check_switches_match(args, model.config, f"--init-from {args.init_from}")
         return model, None
     return model_from_config(asdict(modern.with_switches(preset(args.model, args.vocab_size)[0], args))), None
-
-
-def fill_model_defaults(args, config):
-    """Settings left unset that follow from the model: batch size and LR from the preset of its shape (so that
-    --init-from gpt2-xl trains with gpt2-xl's), the sequence length from its block_size."""
-    _, batch_tokens, max_lr = preset(preset_of(config) or args.model)
-    args.total_batch_size = args.total_batch_size or batch_tokens
-    args.max_lr = args.max_lr or max_lr
-    args.min_lr = args.max_lr / 10 if args.min_lr is None else args.min_lr
-    args.seq_len = args.seq_len or config.block_size
-    if args.seq_len > config.block_size:
-        raise ValueError(f"--seq-len {args.seq_len} is longer than the model's block_size {config.block_size}")
 
 
 def setup_run(args):
@@ -395,7 +371,8 @@ def setup_run(args):
     rank, world_size = distributed.rank_and_world_size()
     # everything that can be wrong with the inputs shows up here, before the process group starts
     model, ckpt = starting_model(args)
-    fill_model_defaults(args, model.config)
+    _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: gpt2-xl's
+    settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
     B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
     if args.total_batch_size % (B * T * world_size):
         raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
@@ -408,7 +385,8 @@ def setup_run(args):
         DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
     val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
         if args.eval_interval else None
-    hella_examples = load_hellaswag(args.hellaswag_dir, model.config.block_size) if args.hellaswag_interval else None
+    hella_examples = hellaswag.load_val_examples(args.hellaswag_dir, model.config.block_size) \
+        if args.hellaswag_interval else None
     if args.sample_interval:
         gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
 
@@ -430,13 +408,7 @@ def setup_run(args):
               distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
     if ckpt is not None:
         path = checkpoint.newest_checkpoint(args.out_dir)
-        if os.path.isdir(path):
-            checkpoint.load_sharded(model, optimizer, path)  # weights and optimizer, resharded onto these ranks
-        elif train_loader is not None:
-            checkpoint.restore_optimizer(model, optimizer, ckpt["optimizer"])
-    if ckpt is not None and train_loader is not None:
-        train_loader.load_state_dict(ckpt["train_loader"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        checkpoint.restore(path, ckpt, model, optimizer, train_loader)
         run.val_loss = run.best_val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {path} at step {ckpt['step']}")
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
@@ -446,14 +418,6 @@ def setup_run(args):
                                      dtype == torch.bfloat16):
         run.log(line)
     return run, (ckpt["step"] if ckpt else 0)
-
-
-def load_hellaswag(cache_dir, block_size):
-    try:
-        return hellaswag.load_val_examples(cache_dir, block_size)
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"{e} (or point --hellaswag-dir at the folder holding it); or turn HellaSwag off with "
-                      "--hellaswag-interval 0") from None
 
 
 def train_step(run, step, stop_requested):
@@ -551,19 +515,13 @@ def print_samples(run, step):
 
 
 def save(run, step):
-    """A checkpoint of everything needed to continue exactly: under FSDP every rank writes its own shards (DCP),
-    otherwise rank 0 writes one file."""
+    """A checkpoint of everything needed to continue exactly: one file, or with --fsdp a folder in which every rank
+    writes its own shards (gptkit/checkpoint.py)."""
     args = run.args
     meta = {"config": asdict(run.raw_model.config), "step": step, "args": vars(args), "val_loss": run.val_loss,
             "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()}}
-    if args.fsdp:
-        path = checkpoint.save_sharded(run.raw_model, run.optimizer, meta, args.out_dir, step, args.keep_checkpoints)
-        run.log(f"saved {path}")
-    elif run.rank == 0:  # DDP: every rank holds the same full state
-        model_state, optimizer_state = checkpoint.model_and_optimizer_state(run.raw_model, run.optimizer)
-        path = checkpoint.save_checkpoint({"model": model_state, "optimizer": optimizer_state, **meta}, args.out_dir,
-                                          step, args.keep_checkpoints)
-        run.log(f"saved {path}")
+    path = checkpoint.save(run.raw_model, run.optimizer, meta, args.out_dir, step, args.keep_checkpoints, args.fsdp)
+    run.log(f"saved {path}")
 
 
 def log_step(run, step, loss, norm, lr, dt):
@@ -623,36 +581,16 @@ def train(args):
 # 4. Command line
 # -----------------------------------------------------------------------------
 
-# --quickstart: the tiny preset on Tiny Shakespeare, a couple of minutes on a laptop CPU. It only changes
-# defaults; any flag given on the command line still wins.
-QUICKSTART = dict(model="tiny", data_dir="data/tinyshakespeare", out_dir="runs/quickstart", batch_size=8,
-                  seq_len=256, total_batch_size=2048, max_steps=100, warmup_steps=10,
-                  eval_interval=25, eval_steps=4, hellaswag_interval=0, sample_interval=50, num_samples=2,
-                  sample_tokens=48, checkpoint_interval=50, sample_prompt="ROMEO:")
-# --finetune: nanoGPT's finetune_shakespeare, the step after pretraining: OpenAI's GPT-2 (or --init-from a
-# checkpoint) on a small local corpus, with a small constant LR, frequent val loss, and only the best checkpoint
-FINETUNE = dict(init_from="gpt2", data_dir="data/tinyshakespeare", out_dir="runs/finetune", batch_size=4,
-                seq_len=512, total_batch_size=8192, max_steps=100, warmup_steps=0, max_lr=3e-5, min_lr=3e-5,
-                eval_interval=10, eval_steps=8, hellaswag_interval=0, sample_interval=50, num_samples=2,
-                sample_tokens=64, sample_prompt="ROMEO:", save_best=True, keep_checkpoints=1)
-# what --resume does not take from the checkpoint's saved settings: they belong to this invocation
-NOT_RESUMED = ("resume", "stop_at", "device", "quickstart", "finetune", "eval_only")
-
-
 def build_parser():
     p = argparse.ArgumentParser(description="Train GPT-2 (or a GPT-3-sized model) from scratch. The defaults "
                                 "reproduce the GPT-2 124M run: 19,073 steps of 524,288 FineWeb-Edu tokens. "
                                 "Several GPUs: torchrun --standalone --nproc_per_node=8 train_gpt2.py ...",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--quickstart", action="store_true",
-                   help="CPU quick start: the tiny preset on Tiny Shakespeare (data/tinyshakespeare, made from "
-                        "input.txt when missing) for a few minutes")
-    p.add_argument("--finetune", action="store_true",
-                   help="fine-tune OpenAI's gpt2 (or --init-from a checkpoint) on Tiny Shakespeare (or --data-dir): "
-                        "constant LR 3e-5, val loss every 10 steps, only the best checkpoint kept (see FINETUNE)")
+    settings.add_arguments(p)  # --quickstart, --finetune
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="gpt2", help=f"model preset: {', '.join(PRESETS)}")
-    m.add_argument("--vocab-size", type=int, default=PADDED_VOCAB_SIZE,
+    m.add_argument("--model", default="gpt2", choices=PRESETS, metavar="NAME",
+                   help=f"model preset: {', '.join(PRESETS)}")
+    m.add_argument("--vocab-size", type=positive_int, default=PADDED_VOCAB_SIZE,
                    help="vocabulary rows of a fresh model: GPT-2's 50257 tokens, padded to 50304 for faster matmuls")
     m.add_argument("--attention", default="flash", choices=["flash", "manual"],
                    help="scaled_dot_product_attention, or the lecture's first version (q @ k^T, mask, softmax, @ v)")
@@ -663,39 +601,31 @@ def build_parser():
     d.add_argument("--data-dir", default="edu_fineweb10B", help="directory of token shards made by fineweb.py")
     d.add_argument("--shuffle", action="store_true", help="permute shard and chunk order every epoch (seeded)")
     o = p.add_argument_group("optimization")
-    o.add_argument("--total-batch-size", type=int, help="tokens per optimizer step, reached by gradient "
-                                                        "accumulation (default: the preset's; 524,288 for gpt2)")
-    o.add_argument("-B", "--batch-size", type=int, default=64, help="micro-batch: sequences per forward pass per rank")
-    o.add_argument("-T", "--seq-len", type=int, help="sequence length (default: the model's block_size)")
-    o.add_argument("--max-steps", type=int, default=19073, help="optimizer steps (19,073 x 524,288 = 10B tokens)")
-    o.add_argument("--warmup-steps", type=int, default=715, help="linear LR warmup steps")
+    o.add_argument("--total-batch-size", type=positive_int,
+                   help="tokens per optimizer step, reached by gradient accumulation (default: the preset's; "
+                        "524,288 for gpt2)")
+    o.add_argument("-B", "--batch-size", type=positive_int, default=64,
+                   help="micro-batch: sequences per forward pass per rank")
+    o.add_argument("-T", "--seq-len", type=positive_int, help="sequence length (default: the model's block_size)")
+    o.add_argument("--max-steps", type=positive_int, default=19073,
+                   help="optimizer steps (19,073 x 524,288 = 10B tokens)")
+    o.add_argument("--warmup-steps", type=non_negative_int, default=715, help="linear LR warmup steps")
     o.add_argument("--max-lr", type=float, help="peak learning rate (default: the preset's; 6e-4 for gpt2)")
     o.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default: max-lr / 10)")
     o.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on 2-D parameters")
     o.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this")
-    r = p.add_argument_group("evaluation, samples and checkpoints (an interval of 0 turns it off)")
-    r.add_argument("--eval-interval", type=int, default=250, help="steps between val loss evaluations")
-    r.add_argument("--eval-steps", type=int, default=20, help="val micro-batches per evaluation")
-    r.add_argument("--hellaswag-interval", type=int, default=250, help="steps between HellaSwag evaluations")
+    r = p.add_argument_group("evaluation and samples (an interval of 0 turns it off)")
+    r.add_argument("--eval-interval", type=non_negative_int, default=250, help="steps between val loss evaluations")
+    r.add_argument("--eval-steps", type=positive_int, default=20, help="val micro-batches per evaluation")
+    r.add_argument("--hellaswag-interval", type=non_negative_int, default=250,
+                   help="steps between HellaSwag evaluations")
     r.add_argument("--hellaswag-dir", default=hellaswag.DEFAULT_CACHE,
                    help="folder for hellaswag_val.jsonl (downloaded there if missing)")
-    r.add_argument("--hellaswag-batch-size", type=int, default=16, help="HellaSwag examples per forward pass")
-    r.add_argument("--sample-interval", type=int, default=250, help="steps between printed samples")
+    r.add_argument("--hellaswag-batch-size", type=positive_int, default=16, help="HellaSwag examples per forward pass")
+    r.add_argument("--sample-interval", type=non_negative_int, default=250, help="steps between printed samples")
     r.add_argument("--sample-prompt", default="Hello, I'm a language model,", help="prompt for the samples")
-    r.add_argument("--num-samples", type=int, default=4, help="samples per rank")
-    r.add_argument("--sample-tokens", type=int, default=32, help="new tokens per sample")
-    r.add_argument("--checkpoint-interval", type=int, default=5000,
-                   help="steps between checkpoints (one is always written at the end and on SIGTERM/SIGINT)")
-    r.add_argument("--keep-checkpoints", type=int, default=3, help="keep only the newest K checkpoints")
-    r.add_argument("--save-best", action="store_true",
-                   help="write a checkpoint whenever the val loss improves, and no other (fine-tuning)")
-    r.add_argument("--out-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
-    r.add_argument("--resume", action="store_true",
-                   help="continue the run in --out-dir from its newest checkpoint, with its settings; flags given "
-                        "here change them (--max-steps to train longer, -B, intervals, ...), except --model")
-    r.add_argument("--stop-at", type=int,
-                   help="end this invocation after this step with a checkpoint (the LR schedule still runs to "
-                        "--max-steps); split a run into jobs and continue with --resume")
+    r.add_argument("--num-samples", type=positive_int, default=4, help="samples per rank")
+    r.add_argument("--sample-tokens", type=positive_int, default=32, help="new tokens per sample")
     r.add_argument("--eval-only", action="store_true",
                    help="evaluate the starting model once (--init-from RUN, --resume, or a preset) and exit: val "
                         "loss, HellaSwag and samples, each unless its interval is 0; nothing is written")
@@ -709,11 +639,9 @@ def build_parser():
     s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
     s.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=True,
                    help="AdamW's fused kernel: the whole update in one launch (cuda, cpu)")
-    s.add_argument("--loss-chunk-size", type=int, default=0,
-                   help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
-                        "(less memory, room for a larger -B; faster with --compile, which fuses it, slower without); "
-                        "0: the full logits, as in the lecture")
+    chunked_loss.add_arguments(s)  # --loss-chunk-size: beyond the lecture, a system knob
     # beyond the lecture: each module adds its own flags
+    checkpoint.add_arguments(p)  # --out-dir, --resume, --checkpoint-interval, --stop-at, ...
     distributed.add_arguments(p)  # --fsdp, --cpu-offload, --activation-checkpointing
     memory.add_arguments(p)  # --plan, --nproc, --gpu-memory
     tracking.add_arguments(p)  # --wandb, --tensorboard
@@ -722,53 +650,18 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """The run's settings, in one place. Each layer overrides the one before: the defaults above, --quickstart's,
-    with --resume the settings saved in the run's checkpoint, then the flags on the command line. Settings that
-    follow from the model (batch size, LR, sequence length) are filled in once it is loaded (fill_model_defaults)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    given = given_flags(p, argv)
-    if args.quickstart and args.finetune:
-        p.error("--quickstart and --finetune are two recipes: choose one")
-    if args.quickstart or args.finetune:
-        apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
-    if args.recipe == "modern":
-        apply_defaults(args, modern.RECIPE, given)
-    if args.resume:
-        path = checkpoint.newest_checkpoint(args.out_dir)
-        saved = checkpoint.load_meta(path).get("args", {})
-        if "model" in given and given["model"] != saved.get("model", args.model):
-            raise ValueError(f"{path} is a checkpoint of another model ('{saved['model']}'); drop --model to resume "
-                             f"it, or choose another --out-dir for '{given['model']}'")
-        apply_defaults(args, {k: v for k, v in saved.items() if hasattr(args, k) and k not in NOT_RESUMED}, given)
-    elif "model" in given and args.init_from:
-        p.error("--init-from sets the model; drop --model")
-    if args.model not in PRESETS:
-        p.error(f"unknown model preset '{args.model}'; known presets: {', '.join(PRESETS)}")
-    for name in ("batch_size", "max_steps", "total_batch_size", "eval_steps", "keep_checkpoints",
-                 "hellaswag_batch_size", "seq_len"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.loss_chunk_size < 0:
-        p.error("--loss-chunk-size must be 0 (off) or positive")
-    return args
-
-
-def print_plan(args):
-    """--plan: the memory plan of --model for --nproc GPUs of --gpu-memory GiB each, without training or a GPU."""
-    config = modern.with_switches(preset(args.model, args.vocab_size)[0], args)  # an untied head counts too
-    print(f"{args.model}: {memory.parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
-          f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
-          f"{', activation checkpointing' if args.activation_checkpointing else ''}")
-    for line in memory.plan_lines(config, args, args.nproc, args.dtype != "float32", args.gpu_memory * memory.GIB):
-        print(line)
+    """The run's settings, in one place: the defaults above, then --quickstart's or --finetune's, the modern
+    recipe's, a resumed run's saved ones, and the flags on the command line (gptkit/settings.py). Settings that
+    follow from the model (batch size, LR, sequence length) are filled in once it is loaded (setup_run)."""
+    return settings.resolve(build_parser(), argv)
 
 
 def main(argv=None):
     try:
         args = parse_args(argv)
-        if args.plan:
-            return print_plan(args) or 0
+        if args.plan:  # an untied head (--recipe modern) counts too
+            memory.print_plan(args.model, modern.with_switches(preset(args.model, args.vocab_size)[0], args), args)
+            return 0
         train(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem

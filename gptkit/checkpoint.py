@@ -25,6 +25,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, get_state_dict,
                                                      set_optimizer_state_dict, set_state_dict)
 
+from gptkit.cli import convert_command, non_negative_int, positive_int
+
 FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)  # FSDP: gather the shards, on the CPU
 
 
@@ -101,6 +103,18 @@ def restore_optimizer(model, optimizer, state):
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
+def save(model, optimizer, meta, out_dir, step, keep, sharded=False):
+    """The trainer's checkpoint of model, optimizer and meta (step, settings, data position, ...). Sharded (FSDP):
+    every rank writes its own shards, and every rank must call. Otherwise rank 0 gathers the full state and writes
+    one file; the other ranks (DDP: they hold the same state) write nothing. Returns the path (None off rank 0)."""
+    if sharded:
+        return save_sharded(model, optimizer, meta, out_dir, step, keep)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    model_state, optimizer_state = model_and_optimizer_state(model, optimizer)
+    return save_checkpoint({"model": model_state, "optimizer": optimizer_state, **meta}, out_dir, step, keep)
+
+
 def save_checkpoint(state, out_dir, step, keep):
     """Write state to out_dir/ckpt_{step:06d}.pt through a temporary file (a checkpoint is whole or absent) and
     delete all but the newest `keep`. Returns the path."""
@@ -169,6 +183,36 @@ def lock_run_dir(out_dir):
     return f
 
 
+def restore(path, ckpt, model, optimizer, train_loader):
+    """--resume: the weights of a sharded checkpoint (a one-file checkpoint's came with the model), and unless
+    evaluating only (train_loader None) the optimizer state, the data position and the RNG, so that the run goes
+    on exactly as if it had not stopped."""
+    if os.path.isdir(path):
+        load_sharded(model, optimizer, path)  # weights and optimizer, resharded onto these ranks
+    elif train_loader is not None:
+        restore_optimizer(model, optimizer, ckpt["optimizer"])
+    if train_loader is not None:
+        train_loader.load_state_dict(ckpt["train_loader"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+
+def add_arguments(parser):
+    """The trainer's flags for its run directory: checkpoints, resuming, splitting a run into jobs."""
+    g = parser.add_argument_group("run directory, checkpoints and resuming")
+    g.add_argument("--out-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
+    g.add_argument("--checkpoint-interval", type=non_negative_int, default=5000,
+                   help="steps between checkpoints (one is always written at the end and on SIGTERM/SIGINT)")
+    g.add_argument("--keep-checkpoints", type=positive_int, default=3, help="keep only the newest K checkpoints")
+    g.add_argument("--save-best", action="store_true",
+                   help="write a checkpoint whenever the val loss improves, and no other (fine-tuning)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out-dir from its newest checkpoint, with its settings; flags given "
+                        "here change them (--max-steps to train longer, -B, intervals, ...), except --model")
+    g.add_argument("--stop-at", type=positive_int,
+                   help="end this invocation after this step with a checkpoint (the LR schedule still runs to "
+                        "--max-steps); split a run into jobs and continue with --resume")
+
+
 def to_one_file(source, target):
     """A sharded checkpoint (or the newest checkpoint of a run directory) -> one ckpt_*.pt file."""
     state = load_checkpoint(newest_in_run(source))
@@ -178,8 +222,6 @@ def to_one_file(source, target):
 
 
 def main(argv=None):
-    from gptkit.cli import convert_command
-
     return convert_command(__doc__, "a sharded checkpoint folder ckpt_NNNNNN/, or a run directory",
                            "the ckpt_NNNNNN.pt file to write", to_one_file, argv)
 

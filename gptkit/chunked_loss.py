@@ -12,6 +12,8 @@ chunk, and the saving is only memory.
 
 import torch
 
+from gptkit.cli import non_negative_int
+
 
 def chunked_cross_entropy(x, weight, targets, chunk_size, softcap=0.0):
     """Mean cross-entropy of the logits x @ weight.T against targets, chunk_size positions at a time.
@@ -55,3 +57,11 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
         return grad_x * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None, None
+
+
+def add_arguments(parser):
+    """The trainer's flag for it."""
+    parser.add_argument("--loss-chunk-size", type=non_negative_int, default=0,
+                        help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
+                             "(less memory, room for a larger -B; faster with --compile, which fuses it, slower "
+                             "without); 0: the full logits, as in the lecture")

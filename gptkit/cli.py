@@ -1,4 +1,4 @@
-"""Command-line helpers shared by the scripts: --help that shows the defaults, and which flags were typed."""
+"""Command-line helpers shared by the scripts: --help that shows the defaults, which flags were typed, number checks."""
 
 import argparse
 import copy
@@ -30,6 +30,22 @@ def apply_defaults(args, defaults, given):
     for key, value in defaults.items():
         if key not in given:
             setattr(args, key, value)
+
+
+def positive_int(text):
+    """argparse type for counts that must be at least 1 (batch sizes, steps, ...)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type for sizes and intervals where 0 means off."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or positive, not {value}")
+    return value
 
 
 def progress(iterable=None, enabled=True, **kwargs):

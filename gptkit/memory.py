@@ -88,6 +88,16 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     return [describe(parts, capacity)] + ([tip] if tip else [])
 
 
+def print_plan(name, config, args):
+    """--plan: the memory plan of the model `name` (config) for --nproc GPUs of --gpu-memory GiB each, printed
+    without training or a GPU."""
+    print(f"{name}: {parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
+          f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
+          f"{', activation checkpointing' if args.activation_checkpointing else ''}")
+    for line in plan_lines(config, args, args.nproc, args.dtype != "float32", args.gpu_memory * GIB):
+        print(line)
+
+
 def startup_lines(config, n_params, args, world_size, device, bf16):
     """What the trainer says about memory as it starts: the plan for this device, and a note when a CPU is given a
     GPU-sized step."""

@@ -53,6 +53,13 @@ def switches(args):
     return {name: getattr(args, name) for name in SWITCHES if getattr(args, name, False)}
 
 
+def check_switches_match(args, config, source):
+    """A loaded model (source: --init-from's) brings its own architecture: switches on the command line must agree."""
+    if switches(args) and switches(args) != switches(config):
+        raise ValueError(f"{source} brings its own architecture; drop the modern model switches (--recipe modern, "
+                         "--rotary, ...) or start a fresh model")
+
+
 def with_switches(config, args):
     """A preset's config with the model switches args turn on: a ModernConfig when any is, else config itself."""
     return ModernConfig(**asdict(config), **switches(args)) if switches(args) else config

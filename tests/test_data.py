@@ -195,7 +195,7 @@ def test_ranks_are_disjoint_and_cover_the_data(tmp_path, shuffle):
         loader = tg.DataLoader(d, B, T, "train", rank=rank, world_size=W, shuffle=shuffle, seed=7)
         xs = epoch_inputs(loader, per_epoch)
         seen.append(torch.cat([x.flatten() for x in xs]).tolist())
-        assert loader.cursor.epoch == 1 and loader.cursor.shard == 0 and loader.cursor.round == 0
+        assert loader.epoch == 1 and loader.shard == 0 and loader.round == 0
     assert not set(seen[0]) & set(seen[1])
     assert len(set(seen[0])) == len(seen[0])
     starts = np.cumsum([0] + sizes)[1:-1]

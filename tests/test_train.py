@@ -186,9 +186,10 @@ def test_clear_errors(data, tmp_path, capsys):
         (["--total-batch-size", 300], "--total-batch-size 300 is not divisible by B*T*world_size = 2*32*1 = 64"),
         (["--data-dir", tmp_path / "nothing"], "fineweb.py"),
         (["--resume"], "--resume: no checkpoint"),
-        (["--model", "gpt5"], "unknown model preset 'gpt5'"),
+        (["--model", "gpt5"], "invalid choice: 'gpt5'"),
         (["-T", 512], "longer than the model's block_size 256"),
-        (["--loss-chunk-size", -1], "--loss-chunk-size must be 0 (off) or positive"),
+        (["--loss-chunk-size", -1], "--loss-chunk-size: must be 0 (off) or positive, not -1"),
+        (["-B", 0], "argument -B/--batch-size: must be positive, not 0"),
         (["--cpu-offload"], "--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda"),
     ]
     for args, message in cases:
