@@ -3,7 +3,8 @@ before anything is allocated, printed at start-up, and alone with `train_gpt2.py
 will not fit.
 
 Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T tokens a micro-batch:
-    weights 4N, gradients 4N, AdamW's two moments 8N   (fp32; divided by the ranks under FSDP)
+    weights 4N, gradients 4N, AdamW's two moments 8N   (fp32; divided by the ranks under FSDP; with --muon the
+                                                       blocks' matrices keep one momentum, 4 bytes each)
     activations kept for the backward pass, per layer  (B*T*C) * 34 in bf16 (the residual stream and the two
         LayerNorm inputs in fp32, the rest bf16), * 68 in fp32 (flash attention: no T x T scores); with activation
         checkpointing only the layer's input (4 B*T*C) stays, and one layer is recomputed at a time
@@ -28,9 +29,11 @@ def parameter_count(config):
     return V * C + positions + L * (12 * C * C + 9 * C) + norms + head
 
 
-def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False, bf16=True, loss_chunk_size=0):
+def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False, bf16=True, loss_chunk_size=0,
+         muon=False):
     """{part: bytes} for one device, and "total"."""
     n, C, L = parameter_count(config), config.n_embd, config.n_layer
+    muon_matrices = L * 12 * C * C if muon else 0  # attention's and the MLP's weights: Muon keeps one buffer
     shards = world_size if fsdp else 1
     per_layer = B * T * C * (34 if bf16 else 68)
     if activation_checkpointing:
@@ -41,7 +44,7 @@ def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False,
     parts = {
         "weights": 4 * n / shards,
         "gradients": 4 * n / shards,
-        "AdamW state": 8 * n / shards,
+        ("Muon + AdamW state" if muon else "AdamW state"): (8 * n - 4 * muon_matrices) / shards,
         "activations": activations,
         "loss": (20 * loss_chunk_size + 4 * C if loss_chunk_size else 12 * B * T) * config.vocab_size,
     }
@@ -82,7 +85,7 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     """The plan for the trainer's settings (args: -B, -T, --fsdp, --activation-checkpointing, --loss-chunk-size),
     as the lines it prints: per device, and advice when it will not fit in capacity bytes."""
     parts = plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
-                 args.activation_checkpointing, bf16, args.loss_chunk_size)
+                 args.activation_checkpointing, bf16, args.loss_chunk_size, args.muon)
     tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
         if capacity else None
     return [describe(parts, capacity)] + ([tip] if tip else [])

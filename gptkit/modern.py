@@ -229,8 +229,8 @@ class ModernGPT(nn.Module):
 class MuonAdamW:
     """Muon for the 2-D weight matrices inside the blocks, AdamW for everything else (embeddings, head, biases,
     norm gains), stepped as one optimizer. Muon orthogonalises each matrix's momentum (Newton-Schulz), so that every
-    direction of the matrix moves at the same rate instead of the few largest dominating the update. Iterating gives the two torch optimizers, which is how
-    torch.distributed.checkpoint's state-dict helpers take several."""
+    direction of the matrix moves at the same rate instead of the few largest dominating the update. Iterating
+    gives the two torch optimizers, which is how torch.distributed.checkpoint's state-dict helpers take several."""
 
     def __init__(self, model, weight_decay, learning_rate, muon_lr, muon_weight_decay, fused, adamw_lr_scale=1.0):
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

@@ -173,6 +173,18 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert [g["weight_decay"] for g in optimizer.adamw.param_groups] == [0.1, 0.0]
 
 
+def test_memory_plan_counts_the_optimizer_state_muon_keeps():
+    for switches in ({}, EVERY):
+        model = modern_model(**switches)
+        optimizer = modern.MuonAdamW(model, 0.1, 1e-3, 0.02, 0.0, fused=False)
+        x = torch.randint(0, 50257, (2, 16))
+        model(x, x)[1].backward()
+        optimizer.step()
+        kept = sum(t.numel() * t.element_size() for o in optimizer for state in o.state.values()
+                   for t in state.values() if torch.is_tensor(t) and t.dim() > 0)  # not the scalar step counts
+        assert kept == memory.plan(modern.ModernConfig(**SHAPE, **switches), 2, 16, muon=True)["Muon + AdamW state"]
+
+
 def test_wsd_schedule_warms_up_holds_then_decays_linearly():
     def lr(step):
         return modern.wsd_lr(step, warmup_steps=10, max_steps=110, max_lr=1.0, min_lr=0.1, cooldown_frac=0.5)
