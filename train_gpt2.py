@@ -391,7 +391,8 @@ def setup_run(args):
         gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
 
     device = distributed.setup_distributed(args.device)
-    dtype = distributed.compute_dtype(device.split(":")[0], args.dtype)  # bf16 autocast on cuda by default
+    device_type = device.split(":")[0]  # cuda:1 -> cuda
+    dtype = distributed.compute_dtype(device_type, args.dtype)  # bf16 autocast on cuda by default
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
@@ -401,11 +402,10 @@ def setup_run(args):
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
                                      args.fused_adamw, args.adamw_lr_scale)
     else:  # the lecture's AdamW, for a modern model too (it only looks at the parameters)
-        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device.split(":")[0],
-                                             args.fused_adamw)
+        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device_type, args.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
-              distributed.autocast_context(device.split(":")[0], args.dtype), hella_examples)
+              distributed.autocast_context(device_type, args.dtype), hella_examples)
     if ckpt is not None:
         path = checkpoint.newest_checkpoint(args.out_dir)
         checkpoint.restore(path, ckpt, model, optimizer, train_loader)
