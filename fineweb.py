@@ -15,17 +15,19 @@ name and renamed only when complete, so an interrupted job never leaves a partia
 """
 
 import argparse
+import codecs
+import fcntl
 import json
 import os
 import sys
 from collections import deque
-from multiprocessing import Pool
 
 import numpy as np
 
 from gptkit.cli import HelpFormatter, progress
 from gptkit.download import download
 from gptkit.shards import shard_name
+from gptkit.signals import worker_pool
 from gptkit.tokenizer import gpt2_tokenizer
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -57,14 +59,43 @@ def load_documents(args):
         raise SystemExit(f"error: --input files must all be .txt, all .jsonl or all .parquet, got {sorted(ext)}")
     ext = ext.pop()
     if ext == ".txt":
+        for path in args.input:
+            check_text(path)
         # one document per file, or one per blank-line separated paragraph
         sample_by = "paragraph" if args.split_paragraphs else "document"
         return load_dataset("text", data_files=args.input, sample_by=sample_by, keep_linebreaks=True, split="train")
-    ds = load_dataset("parquet" if ext == ".parquet" else "json", data_files=args.input, split="train")
+    try:
+        ds = load_dataset("parquet" if ext == ".parquet" else "json", data_files=args.input, split="train")
+    except Exception as e:  # datasets wraps the reader's error (bad JSON, not parquet) in its own
+        cause = e.__cause__ or e
+        raise SystemExit(f"error: could not read {', '.join(args.input)} as {ext[1:]}: {type(cause).__name__}: "
+                         f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
     if args.text_column not in ds.column_names:
         raise SystemExit(f"error: {args.input[0]} has no '{args.text_column}' column (columns: "
                          f"{', '.join(ds.column_names)}); name the text column with --text-column")
     return ds
+
+
+def check_text(path, chunk=1 << 24):
+    """A .txt corpus must be UTF-8 text: say which file is not, and where, before any tokenizing."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # of block in the file
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if b"\0" in block:
+                raise SystemExit(f"error: {path} holds NUL bytes (the first at byte {offset + block.index(0):,}): a "
+                                 "binary file, not text; drop it from --input")
+            carried = len(decoder.getstate()[0])  # the start of a character cut by the previous block
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise SystemExit(f"error: {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                                 f"{offset - carried + e.start:,}); convert it first, e.g. iconv -f latin1 -t utf-8 "
+                                 f"{path}") from None
+            if not block:
+                return
+            offset += len(block)
 
 
 def source_description(args):
@@ -189,9 +220,27 @@ def tokenize_documents(texts):
     return flat, lengths
 
 
+def lock_out_dir(out):
+    """One fineweb.py job per output folder: a second one (two quick starts at once) waits here until the first is
+    done, then finds the shards written. The kernel drops the lock when the process ends, however it ends."""
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, ".fineweb.lock"), "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for the other job writing shards into {out} ...", flush=True)
+        fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
 def write_shards(args):
     enc = gpt2_tokenizer()  # in this process first: a missing tokenizer gets a clear error
     assert enc.n_vocab <= 2**16, "token ids must fit in uint16"
+    with lock_out_dir(args.out):
+        return write_shards_locked(args, enc)
+
+
+def write_shards_locked(args, enc):
     writer = ShardWriter(args.out, {**source_description(args), "eot": enc.eot_token})
     if writer.complete:
         print(f"{args.out}: all {len(writer.shards)} shards are already written")
@@ -213,7 +262,7 @@ def write_shards(args):
         bar.update(len(tokens) - skip)
         skip = 0
 
-    with Pool(args.workers, initializer=_start_worker) as pool:
+    with worker_pool(args.workers, _start_worker) as pool:  # on an error, the workers are terminated
         pending = deque()  # batches in flight, in document order; bounded, so streaming stays streaming
         for batch in ds.iter(batch_size=args.batch_docs):
             pending.append(pool.apply_async(tokenize_documents, (batch[args.text_column],)))
@@ -221,10 +270,30 @@ def write_shards(args):
                 consume(pending.popleft())
         while pending:
             consume(pending.popleft())
-    writer.finish(doc)
+        pool.close()  # the workers finish and exit on their own: no signal needed
+        pool.join()
     bar.close()
+    if not writer.shards or (len(writer.shards) == 1 and writer.fill == 0):
+        total = sum(s["tokens"] for s in writer.shards) + writer.fill
+        raise SystemExit(f"error: the corpus has {total:,} tokens, too few for a val shard of --val-tokens "
+                         f"{args.val_tokens:,} and a train shard after it; give more text or a smaller --val-tokens")
+    writer.finish(doc)
     print(f"wrote {len(writer.shards)} shards, {sum(s['tokens'] for s in writer.shards):,} tokens, to {args.out}")
     return writer.shards
+
+
+def tinyshakespeare_shards(out):
+    """The quick start's data step: Tiny Shakespeare shards in out, written, or finished where a job stopped, unless
+    out holds a corpus of another kind (shards of your own for --finetune). Two quick starts at once are safe: the
+    second waits for the first (lock_out_dir), then finds the shards complete."""
+    manifest = os.path.join(out, "manifest.json")
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            if json.load(f).get("prefix") != "tinyshakespeare":
+                return
+    elif os.path.isdir(out) and any(f.endswith(".npy") for f in os.listdir(out)):
+        return  # shards made by another tool
+    main(["--dataset", "tinyshakespeare", "--out", out])
 
 
 def parse_args(argv=None):
@@ -258,9 +327,14 @@ def parse_args(argv=None):
     if args.dataset in ("tinyshakespeare", "local"):
         if not args.input:
             parser.error("--dataset local needs --input files")
-        missing = [p for p in args.input if not os.path.isfile(p)]
-        if missing:
-            parser.error(f"input file not found: {missing[0]}")
+        for path in args.input:
+            if os.path.isdir(path):
+                parser.error(f"--input {path} is a folder; pass the files in it, e.g. --input {path}/*.txt")
+            if not os.path.isfile(path):
+                parser.error(f"input file not found: {path}")
+        if all(os.path.getsize(p) == 0 for p in args.input):
+            parser.error(f"the corpus is empty: {', '.join(args.input)} "
+                         f"{'holds' if len(args.input) == 1 else 'hold'} no text to tokenize")
     elif args.input:
         parser.error(f"--input is for --dataset local or tinyshakespeare, not {args.dataset}")
     if args.out is None:

@@ -4,6 +4,7 @@ Writes a PNG, so a run on a headless server can be looked at without Jupyter.
 
     python plot.py log/                       # -> log/plot.png
     python plot.py runs/a runs/b -o cmp.png   # several runs on the same axes
+    python plot.py                            # the newest run under runs/ (the quick start's) or log/
 """
 
 import argparse
@@ -24,6 +25,18 @@ HELLASWAG_REFERENCES = {  # n_params bucket: ((GPT-2 name, acc), (GPT-3 name, ac
     1558e6: (("GPT-2 1558M", 0.4889), ("GPT-3 1.3B", 0.547)),
 }
 KINDS = ("train", "val", "hella")
+RUN_ROOTS = ("runs", "log")  # where the trainer's runs are: runs/quickstart, runs/finetune; log (the lecture's)
+
+
+def newest_run(roots=RUN_ROOTS):
+    """The run directory whose log.txt was written last: a root itself (log/) or a folder in it (runs/quickstart)."""
+    logs = [os.path.join(d, "log.txt") for root in roots if os.path.isdir(root)
+            for d in (root, *sorted(os.path.join(root, name) for name in os.listdir(root)))]
+    logs = [log for log in logs if os.path.isfile(log)]
+    if not logs:
+        raise FileNotFoundError(f"no run found in {' or '.join(r + '/' for r in roots)} of {os.getcwd()}: train one "
+                                "first (python train_gpt2.py --quickstart), or name the run directory")
+    return os.path.dirname(max(logs, key=os.path.getmtime))
 
 
 def read_log(path):
@@ -143,11 +156,16 @@ def summarize(run_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories (or their log.txt files)")
+    parser.add_argument("runs", nargs="*", help="run directories (or their log.txt files); default: the newest run "
+                                                "under runs/ or log/")
     parser.add_argument("-o", "--out", help="PNG to write (default: plot.png in the first run directory)")
     parser.add_argument("--n-params", type=float, help="model size for the HellaSwag reference lines "
                                                        "(default: from the run's checkpoint, else 124M)")
     args = parser.parse_args(argv)
+    try:
+        args.runs = args.runs or [newest_run()]
+    except FileNotFoundError as e:
+        parser.error(str(e))
     for run in args.runs:
         log = os.path.join(run, "log.txt") if os.path.isdir(run) else run
         if not os.path.isfile(log):

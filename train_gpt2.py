@@ -28,7 +28,7 @@ from torch.nn import functional as F
 import fineweb
 import hellaswag
 from gptkit import checkpoint, chunked_loss, distributed, flops, hf, memory, modern, sampling, settings, tracking
-from gptkit.cli import HelpFormatter, non_negative_int, positive_int
+from gptkit.cli import HelpFormatter, non_negative_float, non_negative_int, positive_float, positive_int
 from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
 from gptkit.tokenizer import gpt2_tokenizer
@@ -355,7 +355,8 @@ def starting_model(args):
         if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (setup_run)
             meta = checkpoint.load_meta(path)
             return model_from_config(meta["config"]), meta
-        ckpt = checkpoint.load_checkpoint(path)
+        need = checkpoint.MODEL_KEYS if args.eval_only else checkpoint.RESUME_KEYS  # a missing key: one line
+        ckpt = checkpoint.load_checkpoint(path, need)
         return model_from_checkpoint(ckpt), ckpt
     if args.init_from:
         model = load_model(args.init_from)
@@ -379,8 +380,8 @@ def setup_run(args):
                          f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
     distributed.check_arguments(args)  # --fsdp, --cpu-offload
     tracking.check_installed(args.wandb, args.tensorboard)
-    if (args.quickstart or args.finetune) and world_size == 1 and not os.path.isdir(args.data_dir):
-        fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])  # one command, from input.txt
+    if (args.quickstart or args.finetune) and world_size == 1:
+        fineweb.tinyshakespeare_shards(args.data_dir)  # one command: made from input.txt unless already there
     train_loader = None if args.eval_only else \
         DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
     val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
@@ -420,9 +421,10 @@ def setup_run(args):
     return run, (ckpt["step"] if ckpt else 0)
 
 
-def train_step(run, step, stop_requested):
-    """One optimizer step over grad_accum_steps micro-batches. Returns (loss, grad norm, lr, stop): stop is
-    whether any rank was asked to stop. A loss that is not finite stops the run before the update."""
+def train_step(run, step, stop):
+    """One optimizer step over grad_accum_steps micro-batches. Returns (loss, grad norm, lr, stop): whether any
+    rank was asked to stop (stop.requested) while this step ran. A loss that is not finite stops the run before the
+    update."""
     args, device = run.args, run.device
     run.train_model.train()
     run.optimizer.zero_grad(set_to_none=True)
@@ -439,8 +441,9 @@ def train_step(run, step, stop_requested):
         loss = loss / run.grad_accum_steps  # the step's loss is the mean over the micro-batches, not their sum
         loss_accum += loss.detach()
         loss.backward()
-    # one all-reduce carries the loss for the log and whether any rank was asked to stop
-    stats = torch.stack([loss_accum, torch.tensor(float(stop_requested), device=device)])
+    # one all-reduce carries the loss for the log and whether any rank was asked to stop: read now, after the
+    # forward and backward passes, so that a signal during this step stops the run after this step
+    stats = torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)])
     loss_value, stop_votes = distributed.all_reduce_mean(stats, run.world_size).tolist()  # one host sync
     if not math.isfinite(loss_value):
         last = checkpoint.checkpoint_paths(args.out_dir)
@@ -548,13 +551,14 @@ def train(args):
             return run.val_loss
         os.makedirs(args.out_dir, exist_ok=True)
         if run.rank == 0:
-            run.lock = checkpoint.lock_run_dir(args.out_dir)  # a second job on this directory stops here
+            # a second job on this directory stops here, and so does a disk without room for a checkpoint
+            run.lock = checkpoint.claim_run_dir(args.out_dir, memory.checkpoint_bytes(run.raw_model.config, args.muon))
             run.records = tracking.RunRecords(args.out_dir, vars(args), start_step, {
                 "corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params()})
         for step in range(start_step, end_step):
             evaluate(run, step)
             t0 = time.time()
-            loss, norm, lr, stop_now = train_step(run, step, stop.requested)
+            loss, norm, lr, stop_now = train_step(run, step, stop)
             dt = time.time() - t0
             log_step(run, step, loss, norm, lr, dt)
             if step == start_step + 1 and end_step - step > 2:  # the first step compiled; this one is typical
@@ -610,10 +614,11 @@ def build_parser():
     o.add_argument("--max-steps", type=positive_int, default=19073,
                    help="optimizer steps (19,073 x 524,288 = 10B tokens)")
     o.add_argument("--warmup-steps", type=non_negative_int, default=715, help="linear LR warmup steps")
-    o.add_argument("--max-lr", type=float, help="peak learning rate (default: the preset's; 6e-4 for gpt2)")
-    o.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default: max-lr / 10)")
-    o.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on 2-D parameters")
-    o.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this")
+    o.add_argument("--max-lr", type=positive_float, help="peak learning rate (default: the preset's; 6e-4 for gpt2)")
+    o.add_argument("--min-lr", type=non_negative_float,
+                   help="final learning rate of the cosine decay (default: max-lr / 10)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW weight decay on 2-D parameters")
+    o.add_argument("--grad-clip", type=positive_float, default=1.0, help="clip the global gradient norm to this")
     r = p.add_argument_group("evaluation and samples (an interval of 0 turns it off)")
     r.add_argument("--eval-interval", type=non_negative_int, default=250, help="steps between val loss evaluations")
     r.add_argument("--eval-steps", type=positive_int, default=20, help="val micro-batches per evaluation")
@@ -663,7 +668,7 @@ def main(argv=None):
             memory.print_plan(args.model, modern.with_switches(preset(args.model, args.vocab_size)[0], args), args)
             return 0
         train(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:  # OSError: a missing file, a full disk, ...
         if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem
             print(f"error: {e}", file=sys.stderr)
         return 1

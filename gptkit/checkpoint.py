@@ -4,8 +4,10 @@
     ckpt_{step:06d}/     FSDP: a torch.distributed.checkpoint (DCP) folder, every rank writing its own shards in
                          parallel, no rank ever holding the full state; meta.pt beside the shards holds the rest
 
-Both are written under a temporary name and renamed when complete, hold only tensors and plain data
-(torch.load(weights_only=True) reads them), and load_checkpoint reads either as one dict.
+Both are written under a temporary name (.tmp) and renamed when complete, hold only tensors and plain data
+(torch.load(weights_only=True) reads them), and load_checkpoint reads either as one dict. A save that fails (a
+full disk) removes its .tmp and says so in one line; a job taking over the run directory removes the .tmp that a
+killed one left, and refuses to start when the disk has no room for one more checkpoint.
 
     python -m gptkit.checkpoint runs/big/ckpt_005000 ckpt_005000.pt   # a sharded checkpoint -> one file
 """
@@ -20,6 +22,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, get_state_dict,
@@ -28,6 +31,17 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from gptkit.cli import convert_command, non_negative_int, positive_int
 
 FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)  # FSDP: gather the shards, on the CPU
+# what every reader of a checkpoint needs (sample.py, hellaswag.py, export, --init-from), and what --resume needs
+# besides the weights (in a sharded checkpoint's meta.pt: the weights and optimizer state are in the shards)
+MODEL_KEYS = ("config", "model")
+META_KEYS = ("config", "step", "args", "train_loader", "rng")
+RESUME_KEYS = MODEL_KEYS + META_KEYS + ("optimizer",)  # a one-file checkpoint, for --resume
+# the trainer's advice when a save fails
+RESUME_ADVICE = "the checkpoints before it are intact: free space (or choose another --out-dir), then --resume"
+
+
+class SaveError(OSError):
+    """A checkpoint could not be written (a full disk, a file size limit, no permission): one line for the user."""
 
 
 def checkpoint_paths(out_dir):
@@ -66,24 +80,41 @@ def newest_in_run(path):
 def load_meta(path):
     """A checkpoint's settings and bookkeeping (config, step, args, loader position, ...), cheaply: without the
     shards of a sharded checkpoint (a one-file checkpoint is memory-mapped, so its tensors are not read)."""
-    return load_checkpoint(os.path.join(path, "meta.pt") if os.path.isdir(path) else path)
+    return load_checkpoint(os.path.join(path, "meta.pt") if os.path.isdir(path) else path, need=META_KEYS)
 
 
-def load_checkpoint(path):
-    """Either form of checkpoint as one dict, on the CPU, a sharded one gathered into memory. A file holding
-    anything but tensors and plain data is refused: unpickling it could run code."""
+def load_checkpoint(path, need=MODEL_KEYS):
+    """Either form of checkpoint as one dict, on the CPU, a sharded one gathered into memory; it must hold the keys
+    in need. A file holding anything but tensors and plain data is refused: unpickling it could run code."""
     if os.path.isdir(path):
         with tempfile.TemporaryDirectory() as tmp:
             dcp_to_torch_save(path, os.path.join(tmp, "full.pt"))
-            return {**load_checkpoint(os.path.join(path, "meta.pt")), **load_checkpoint(os.path.join(tmp, "full.pt"))}
+            ckpt = {**load_checkpoint(os.path.join(path, "meta.pt"), need=()),
+                    **load_checkpoint(os.path.join(tmp, "full.pt"), need=())}
+        return require(ckpt, need, path)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a checkpoint; delete it, or resume from an older one")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # read lazily: large files stay cheap
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # read lazily: large files stay cheap
     except pickle.UnpicklingError as e:
         raise ValueError(f"refusing to load {path}: it holds objects other than tensors and plain data, which "
                          f"could run code when unpickled ({str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0]}); delete it, or resume "
                          "from an older one") from None
+    return require(ckpt, need, path)
+
+
+def require(ckpt, keys, path):
+    """ckpt, if it is a dict holding every one of keys; otherwise a one-line error naming the file and what lacks."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint (a dict of model, optimizer, "
+                         "config, ...)")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a complete checkpoint: it has no {', '.join(repr(k) for k in missing)} "
+                         f"(it holds {', '.join(map(repr, ckpt)) or 'nothing'}); resume from an older one")
+    return ckpt
 
 
 def model_and_optimizer_state(model, optimizer):
@@ -116,14 +147,56 @@ def save(model, optimizer, meta, out_dir, step, keep, sharded=False):
 
 
 def save_checkpoint(state, out_dir, step, keep):
-    """Write state to out_dir/ckpt_{step:06d}.pt through a temporary file (a checkpoint is whole or absent) and
-    delete all but the newest `keep`. Returns the path."""
+    """Write state to out_dir/ckpt_{step:06d}.pt (whole or not at all) and delete all but the newest `keep`.
+    Returns the path."""
     path = os.path.join(out_dir, f"ckpt_{step:06d}.pt")
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(state, path, RESUME_ADVICE)
     prune(out_dir, keep)
     return path
+
+
+def write_atomic(state, path, advice="free space, then run it again"):
+    """torch.save through path.tmp, flushed to disk, then renamed to path. Through a Python file, so that a full
+    disk is an OSError (ENOSPC) and not a C++ stream error; on any failure the .tmp is removed and SaveError says
+    what happened, and advice, in one line."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns the OSError into a RuntimeError as it closes
+        remove(tmp)
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise  # not the disk: a real error, with its traceback
+        raise SaveError(save_failure(path, cause.strerror, advice)) from None
+
+
+def save_failure(path, reason, advice):
+    """The one line for a checkpoint that could not be written: which file, why, which disk, how much is free."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return (f"could not write checkpoint {path}: {reason} ({disk_space(folder)}); nothing was left half-written, "
+            f"and {advice}")
+
+
+def disk_space(folder):
+    """Which disk holds folder, and its free space, in words."""
+    mount = os.path.abspath(folder)
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    return f"the disk mounted at {mount} has {shutil.disk_usage(folder).free / 1e6:,.1f} MB free"
+
+
+def remove(path):
+    """Delete a file or folder if it is there."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def save_sharded(model, optimizer, meta, out_dir, step, keep):
@@ -132,15 +205,18 @@ def save_sharded(model, optimizer, meta, out_dir, step, keep):
     from. Every rank must call this. Returns the path."""
     path = os.path.join(out_dir, f"ckpt_{step:06d}")
     tmp = path + ".tmp"
-    if dist.get_rank() == 0 and os.path.exists(tmp):
-        shutil.rmtree(tmp)  # what a killed save left behind
-    dist.barrier()
     model_state, optimizer_state = get_state_dict(model, optimizer)  # this rank's shards, no gathering
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+    try:
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)  # every rank fails alike
+        if dist.get_rank() == 0:
+            write_atomic(meta, os.path.join(tmp, "meta.pt"), RESUME_ADVICE)
+    except (CheckpointException, OSError) as e:
+        if dist.get_rank() == 0:
+            remove(tmp)
+        reason = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+        raise SaveError(save_failure(path, reason, RESUME_ADVICE)) from None
     if dist.get_rank() == 0:
-        torch.save(meta, os.path.join(tmp, "meta.pt"))
-        if os.path.exists(path):
-            shutil.rmtree(path)
+        remove(path)
         os.replace(tmp, path)
         prune(out_dir, keep)
     dist.barrier()
@@ -159,10 +235,7 @@ def load_sharded(model, optimizer, path):
 def prune(out_dir, keep):
     """Delete all but the newest `keep` checkpoints."""
     for old in checkpoint_paths(out_dir)[:-keep]:
-        if os.path.isdir(old):
-            shutil.rmtree(old)
-        else:
-            os.remove(old)
+        remove(old)
 
 
 def is_checkpoint(path):
@@ -170,9 +243,11 @@ def is_checkpoint(path):
     return os.path.isfile(path) or os.path.isfile(os.path.join(path, "meta.pt"))
 
 
-def lock_run_dir(out_dir):
+def claim_run_dir(out_dir, checkpoint_bytes):
     """One live job per run directory: an exclusive lock on out_dir/.lock, held until this process ends (the
-    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned file."""
+    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned file.
+    With the lock held no other job is writing here, so the .tmp of a save that was killed is removed; and a disk
+    without room for one more checkpoint (checkpoint_bytes) is said now, not after the steps before the save."""
     f = open(os.path.join(out_dir, ".lock"), "w")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,6 +255,13 @@ def lock_run_dir(out_dir):
         f.close()
         raise ValueError(f"another job is training in {out_dir} (it holds {out_dir}/.lock); wait for it to end or "
                          "stop it, then --resume, or choose another --out-dir") from None
+    for name in os.listdir(out_dir):
+        if re.fullmatch(r"ckpt_\d{6}(\.pt)?\.tmp", name):
+            remove(os.path.join(out_dir, name))
+    if shutil.disk_usage(out_dir).free < checkpoint_bytes:
+        f.close()
+        raise SaveError(f"no room for a checkpoint in {out_dir}: one needs about {checkpoint_bytes / 1e6:,.1f} MB "
+                        f"and {disk_space(out_dir)}; free space or choose another --out-dir")
     return f
 
 
@@ -215,9 +297,8 @@ def add_arguments(parser):
 
 def to_one_file(source, target):
     """A sharded checkpoint (or the newest checkpoint of a run directory) -> one ckpt_*.pt file."""
-    state = load_checkpoint(newest_in_run(source))
-    torch.save(state, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    state = load_checkpoint(newest_in_run(source), need=MODEL_KEYS + META_KEYS)
+    write_atomic(state, target)
     return f"wrote {target} (step {state['step']})"
 
 

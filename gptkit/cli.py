@@ -48,6 +48,22 @@ def non_negative_int(text):
     return value
 
 
+def positive_float(text):
+    """argparse type for rates and limits that must be above 0 (a learning rate of 0 trains nothing)."""
+    value = float(text)
+    if not value > 0:  # nan too
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type for rates where 0 means none (weight decay, a final learning rate)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or positive, not {text}")
+    return value
+
+
 def progress(iterable=None, enabled=True, **kwargs):
     """A tqdm progress bar for long work, silent under CI=true and when stderr is not a terminal (a log file)."""
     from tqdm import tqdm
@@ -65,7 +81,7 @@ def convert_command(description, source_help, target_help, convert, argv=None):
     args = parser.parse_args(argv)
     try:
         print(convert(args.source, args.target))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a missing file, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -55,6 +55,13 @@ def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False,
     return parts
 
 
+def checkpoint_bytes(config, muon=False):
+    """About the size of a checkpoint: the fp32 weights and the optimizer state (the settings and the data position
+    beside them are small)."""
+    parts = plan(config, 1, 1, muon=muon)
+    return parts["weights"] + parts["Muon + AdamW state" if muon else "AdamW state"]
+
+
 def describe(parts, capacity=None):
     """One line: the parts and the total in GiB, and against capacity (bytes) when known."""
     text = ", ".join(f"{name} {size / GIB:.2f}" for name, size in parts.items() if name != "total")

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from gptkit import sampling
 from gptkit.chunked_loss import chunked_cross_entropy
+from gptkit.cli import non_negative_float, positive_float
 
 # what --recipe modern turns on; each one can still be turned off (--no-rotary, --softcap 0, --schedule cosine, ...)
 RECIPE = dict(rotary=True, qk_norm=True, relu2=True, rmsnorm=True, untied_head=True, zero_init=True, softcap=15.0,
@@ -287,12 +288,13 @@ def add_arguments(parser):
     g.add_argument("--rmsnorm", **on_off, help="RMSNorm without gains or biases instead of LayerNorm")
     g.add_argument("--untied-head", **on_off, help="separate input embedding and output head")
     g.add_argument("--zero-init", **on_off, help="output projections (and an untied head) start at zero")
-    g.add_argument("--softcap", type=float, default=0.0, help="logits become C*tanh(logits/C) (modern: 15); 0: off")
+    g.add_argument("--softcap", type=non_negative_float, default=0.0,
+                   help="logits become C*tanh(logits/C) (modern: 15); 0: off")
     g.add_argument("--muon", **on_off, help="Muon (torch.optim.Muon) for the 2-D weights inside the blocks, AdamW "
                                             "for embeddings, head, biases and gains")
-    g.add_argument("--muon-lr", type=float, default=0.02, help="Muon's peak learning rate")
-    g.add_argument("--muon-weight-decay", type=float, default=0.0, help="Muon's decoupled weight decay")
-    g.add_argument("--adamw-lr-scale", type=float, default=1.0,
+    g.add_argument("--muon-lr", type=positive_float, default=0.02, help="Muon's peak learning rate")
+    g.add_argument("--muon-weight-decay", type=non_negative_float, default=0.0, help="Muon's decoupled weight decay")
+    g.add_argument("--adamw-lr-scale", type=positive_float, default=1.0,
                    help="with --muon: AdamW's LR (embeddings, head, biases, gains) as a multiple of --max-lr; the "
                         "modern recipe's untied, zero-initialised head and its embedding learn best at 3x")
     g.add_argument("--schedule", default="cosine", choices=["cosine", "wsd"],

@@ -59,8 +59,11 @@ def fill_model_defaults(args, config, batch_tokens, max_lr):
     """The last layer, once the model is loaded: settings left unset that follow from it. Batch size (tokens) and
     LR from the preset of its shape (batch_tokens, max_lr), the sequence length from its block_size."""
     args.total_batch_size = args.total_batch_size or batch_tokens
-    args.max_lr = args.max_lr or max_lr
+    args.max_lr = max_lr if args.max_lr is None else args.max_lr
     args.min_lr = args.max_lr / 10 if args.min_lr is None else args.min_lr
+    if args.min_lr > args.max_lr:
+        raise ValueError(f"--min-lr {args.min_lr:g} is above --max-lr {args.max_lr:g}: the schedule decays from "
+                         "--max-lr down to --min-lr")
     args.seq_len = args.seq_len or config.block_size
     if args.seq_len > config.block_size:
         raise ValueError(f"--seq-len {args.seq_len} is longer than the model's block_size {config.block_size}")

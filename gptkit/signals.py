@@ -1,6 +1,8 @@
-"""SIGTERM / SIGINT (preemption, a SLURM time limit, Ctrl-C) as a request to stop after the current step."""
+"""SIGTERM / SIGINT (preemption, a SLURM time limit, Ctrl-C) as a request to stop after the current step, and
+worker processes that leave those signals to their parent."""
 
 import signal
+from multiprocessing import Pool
 
 
 class StopRequest:
@@ -31,3 +33,24 @@ class StopRequest:
         self.requested = True
         self.announce(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint; "
                       "Ctrl-C again to abort without one")
+
+
+def worker_pool(processes, initializer):
+    """A multiprocessing Pool whose forked workers do not inherit this process's handlers: a worker ends at the
+    pool's SIGTERM (which Pool.terminate sends) and ignores Ctrl-C, which is the parent's to act on. Under the
+    trainer's StopRequest an inherited handler would instead print "stopping after this step" in the worker and
+    keep it alive, and the pool's shutdown would wait for it for ever. The signals stay blocked from before the
+    fork until the worker has put the defaults back, so none can arrive in between."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, StopRequest.SIGNALS)
+    try:
+        # the pool's own threads start here too, and keep the blocked mask: workers it forks later start blocked
+        return Pool(processes, initializer=_start_worker, initargs=(initializer,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile is handled now
+
+
+def _start_worker(initializer):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, StopRequest.SIGNALS)
+    initializer()

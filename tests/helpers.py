@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,12 @@ def make_examples(n, seed=0):
 def write_jsonl(path, examples):
     path.write_text("".join(json.dumps({"ind": i, **ex}) + "\n" for i, ex in enumerate(examples)))
     return path
+
+
+def copy_tracked_files(dest):
+    """What a fresh clone holds: the scripts, gptkit/, play.ipynb and input.txt; no data/, no runs/."""
+    dest.mkdir()
+    for name in ("train_gpt2.py", "fineweb.py", "hellaswag.py", "sample.py", "plot.py", "play.ipynb", "input.txt"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "gptkit", dest / "gptkit", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest

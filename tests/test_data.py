@@ -157,11 +157,29 @@ def test_spawn_start_method_gives_the_same_shards(tmp_path):
 
 
 def test_fineweb_bad_input(tmp_path):
-    r = run_fineweb(tmp_path, "--dataset", "local", "--input", "nope.txt", check=False)
-    assert r.returncode == 2 and "input file not found: nope.txt" in r.stderr
     (tmp_path / "a.jsonl").write_text('{"content": "x"}\n')
-    r = run_fineweb(tmp_path, "--dataset", "local", "--input", "a.jsonl", check=False)
-    assert r.returncode != 0 and "no 'text' column" in r.stderr and "--text-column" in r.stderr
+    (tmp_path / "broken.jsonl").write_text('{"text": "x"}\n{"text": \n')
+    (tmp_path / "latin1.txt").write_bytes("Ensuite, il a dit: très bien".encode("latin-1"))
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.txt").touch()
+    (tmp_path / "short.txt").write_text("To be")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["nope.txt"], "input file not found: nope.txt"),
+        (["a.jsonl"], "a.jsonl has no 'text' column (columns: content); name the text column with --text-column"),
+        (["broken.jsonl"], "error: could not read broken.jsonl as jsonl: "),
+        (["latin1.txt"], "error: latin1.txt is not UTF-8 text (byte 0xe8 at 21); convert it first, e.g. iconv"),
+        (["binary.txt"], "error: binary.txt holds NUL bytes (the first at byte 0): a binary file, not text"),
+        (["empty.txt"], "the corpus is empty: empty.txt holds no text to tokenize"),
+        (["short.txt", "--val-tokens", 100], "error: the corpus has 3 tokens, too few for a val shard of --val-tokens "
+                                             "100 and a train shard after it"),
+        (["folder"], "--input folder is a folder; pass the files in it, e.g. --input folder/*.txt"),
+    ]
+    for args, message in cases:
+        r = run_fineweb(tmp_path, "--dataset", "local", "--out", "out", "--input", *args, check=False)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert message in r.stderr.strip().splitlines()[-1], (args, r.stderr)
+        assert not list((tmp_path / "out").glob("*_train_*.npy"))
 
 
 # -----------------------------------------------------------------------------

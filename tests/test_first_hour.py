@@ -2,14 +2,13 @@
 (non-zero exit, no traceback, the fix named)."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, TRAIN, command, final_state
+from helpers import ROOT, TRAIN, command, copy_tracked_files, final_state
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # the real commands, in subprocesses
@@ -27,15 +26,6 @@ def assert_one_line_error(r, *phrases):
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     for phrase in phrases:
         assert phrase in lines[0], lines[0]
-
-
-def copy_tracked_files(dest):
-    """What a fresh clone holds: the scripts, gptkit/ and input.txt; no data/, no runs/."""
-    dest.mkdir()
-    for name in ("train_gpt2.py", "fineweb.py", "hellaswag.py", "sample.py", "plot.py", "input.txt"):
-        shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "gptkit", dest / "gptkit", ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
 
 
 def test_quickstart_is_one_command_in_a_fresh_clone_and_resumes(tmp_path):
