@@ -56,7 +56,7 @@ def main():
             checkpoint.save_checkpoint({"model": state[0], "optimizer": state[1], **meta}, work, 1, 10)
 
     def load_gathered():
-        state = checkpoint.load_checkpoint(os.path.join(work, "ckpt_000001.pt"))
+        state = checkpoint.load_checkpoint(os.path.join(work, "ckpt_000001.pt"), need=("model", "optimizer"))
         checkpoint.restore_optimizer(model, optimizer, state["optimizer"])
 
     figures["sharded_save_s"] = timed(lambda: checkpoint.save_sharded(model, optimizer, meta, work, 2, 10))

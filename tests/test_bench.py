@@ -119,3 +119,12 @@ def test_optimizer_step_times_adamw_and_muon(tmp_path):
     bench(tmp_path, "optimizer_step.py", "--models", "tiny", "--steps", 1, "--device", "cpu")
     figures = result(tmp_path, "optimizer_step_cpu")["models"]["tiny"]
     assert figures["adamw_ms"] > 0 and figures["muon_adamw_ms"] > 0 and figures["gram_128x512_bfloat16_ms"] > 0
+
+
+def test_lecture_stages_reads_the_stages_step_lines(tmp_path):
+    bench(tmp_path, "lecture_stages.py", "--stages", 5, 7, "--stage-args",
+          "--n-layer 2 --n-head 2 --n-embd 64 --num-samples 1 --max-length 10 --steps 3")
+    figures = result(tmp_path, "lecture_stages_cpu")
+    for n in (5, 7):
+        assert figures[f"stage_{n}"]["steps"] == 3 and figures[f"stage_{n}"]["ms_per_step"] > 0
+        assert figures[f"stage_{n}"]["printed"][-1].endswith(" parameters")

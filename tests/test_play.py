@@ -95,3 +95,5 @@ def test_notebook_is_stored_without_outputs_and_executes(run, monkeypatch):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "min val loss" in text and "Hello, I'm a language model," in text
     assert "lm_head.weight is wte.weight: True" in text
+    assert "std after 24 additions: 4.99 (sqrt(24) = 4.90)" in text and "each scaled by 1/sqrt(24): std 0.99" in text
+    assert "summed: gradients 4.00x the whole batch's" in text and "divided by 4: gradients 1.00x" in text

@@ -1,0 +1,179 @@
+"""The lecture commit by commit (stages/): every step applies, the last ends at train_gpt2.py byte for byte, each
+step is the size of a commit, refreshing and moving a change back are one command each, and every stage runs and
+does what it is for."""
+
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "stages"))
+import stage  # noqa: E402
+
+# a small fresh GPT for the stages' runs: the lecture's shapes would take minutes a stage on a CPU
+SMALL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--num-samples", "2", "--max-length", "12"]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+
+
+def test_the_steps_apply_and_end_at_train_gpt2_byte_for_byte(capsys):
+    assert stage.main(["--check"]) == 0
+    chain = stage.stages()
+    assert list(chain)[-1] == 16 and "".join(chain[16][3]) == (ROOT / "train_gpt2.py").read_text()
+    # a stage that no longer matches what a step expects is an error, not a silent fuzz
+    lines = list(chain[5][3])
+    lines[lines.index("def first_batch(B, T):\n")] = "def first_batch(B, T):  # drifted\n"  # step 6 removes it
+    with pytest.raises(stage.PatchError, match="the stages have drifted"):
+        stage.apply(lines, chain[6][2], "06")
+
+
+def test_every_step_is_the_size_of_a_commit_and_has_a_message():
+    chain = stage.stages()
+    for n, (path, message, diff, lines) in chain.items():
+        assert message.startswith(f"Subject: [stage {n}] ") and "\nRun: " in message or n == 16, path
+        changed = stage.changed_lines(diff)
+        if n == 1:
+            assert changed == len(lines) <= 170  # the first commit writes the file (the lecture's: 146 lines)
+        elif n != 16:  # beyond the lecture: its size is the README's figure, what the project adds
+            assert changed <= 120, (path, changed)  # the lecture's largest step, DDP, changed about 100
+
+
+def copy_of_stages(dest):
+    """stages/ and train_gpt2.py in a scratch folder, where stage.py can rewrite them."""
+    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("out", "__pycache__"))
+    shutil.copy(ROOT / "train_gpt2.py", dest / "train_gpt2.py")
+    return dest
+
+
+def run_stage_tool(root, *args):
+    r = subprocess.run([sys.executable, str(root / "stages" / "stage.py"), *map(str, args)], cwd=root,
+                       capture_output=True, text=True)
+    return r
+
+
+def test_a_change_to_train_gpt2_fails_the_check_lands_in_the_last_step_and_moves_back_in_one_command(tmp_path):
+    root = copy_of_stages(tmp_path)
+    target = root / "train_gpt2.py"
+    old = "# GPT-2 used the tanh approximation of GELU"
+    new = "# GPT-2 used the tanh approximation of GELU (erf was slow in TensorFlow)"
+    target.write_text(target.read_text().replace(old, new))
+    r = run_stage_tool(root, "--check")
+    assert r.returncode == 1 and "--refresh" in r.stderr  # forgotten: CI fails
+
+    def changed_in_last_step():
+        diff = (root / "stages" / "16-beyond-the-lecture.patch").read_text()
+        return any(line[:1] in "+-" and "erf was slow" in line for line in diff.splitlines())
+
+    assert run_stage_tool(root, "--refresh").returncode == 0 and changed_in_last_step()
+    # the lecture wrote the MLP in stage 1: move the comment there, and every stage after it takes it
+    assert run_stage_tool(root, 1).returncode == 0
+    stage1 = root / "stages" / "out" / "01" / "train_gpt2.py"
+    stage1.write_text(stage1.read_text().replace(old, new))
+    r = run_stage_tool(root, 1, "--move")
+    assert r.returncode == 0, r.stderr
+    assert run_stage_tool(root, "--check").returncode == 0 and not changed_in_last_step()
+    for n in (1, 4, 7):
+        assert run_stage_tool(root, n).returncode == 0
+        assert new in (root / "stages" / "out" / f"{n:02d}" / "train_gpt2.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """Every stage written out, as `python stages/stage.py N` writes it, into a scratch copy of stages/."""
+    root = copy_of_stages(tmp_path_factory.mktemp("stages"))
+    shutil.copy(ROOT / "input.txt", root / "input.txt")
+    paths = {}
+    for n in stage.stages():
+        assert run_stage_tool(root, n).returncode == 0
+        paths[n] = root / "stages" / "out" / f"{n:02d}" / "train_gpt2.py"
+    return root, paths
+
+
+def run_stage(written, n, *args):
+    root, paths = written
+    r = subprocess.run([sys.executable, str(paths[n]), *map(str, args)], cwd=root, capture_output=True, text=True,
+                       env={**os.environ, **OFFLINE}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def losses(out):
+    return [float(m) for m in re.findall(r"^step +\d+ \| loss ([\d.]+)", out, re.M)]
+
+
+def parameters(out):
+    return int(re.search(r"^([\d,]+) parameters$", out, re.M).group(1).replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def small_gpt2(tmp_path_factory):
+    """A small GPT-2 with random weights, saved by transformers: OpenAI's format without the download."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128)).eval()
+    path = tmp_path_factory.mktemp("hf") / "small-gpt2"
+    hf.save_pretrained(path)
+    return path, hf
+
+
+def import_stage(path):
+    spec = importlib.util.spec_from_file_location(f"stage_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_stage_1_loads_weights_equal_to_transformers(written, small_gpt2):
+    path, hf = small_gpt2
+    out = run_stage(written, 1, "--init-from", path)
+    assert f"loaded {path}" in out and "transformer.h.0.attn.c_attn.weight (192, 64)" in out
+    model = import_stage(written[1][1]).GPT.from_pretrained(str(path))
+    ours, theirs = model.state_dict(), {k: v for k, v in hf.state_dict().items() if not k.endswith(".attn.bias")}
+    assert ours.keys() == theirs.keys()
+    for k, v in theirs.items():
+        conv1d = k.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"))
+        torch.testing.assert_close(ours[k], v.t() if conv1d else v, rtol=0, atol=0, msg=k)
+    offline = run_stage(written, 1)  # no flag: OpenAI's gpt2, offline a fresh model, said in one line
+    assert "could not load gpt2" in offline and "random weights instead" in offline
+
+
+@pytest.mark.slow
+def test_stages_2_and_3_sample(written, small_gpt2):
+    out = run_stage(written, 2, "--init-from", small_gpt2[0], "--num-samples", 2, "--max-length", 12)
+    assert out.count("> Hello, I'm a language model,") == 2
+    out = run_stage(written, 3, *SMALL)
+    assert "using device: cpu" in out and out.count("> Hello, I'm a language model,") == 2
+
+
+@pytest.mark.slow
+def test_stage_4_loss_at_init_is_about_ln_vocab(written):
+    out = run_stage(written, 4, *SMALL)
+    loss = float(re.search(r"loss at init ([\d.]+)", out).group(1))
+    assert abs(loss - math.log(50257)) < 0.3 and "logits (4, 32, 50257)" in out
+
+
+@pytest.mark.slow
+def test_stage_5_learns_its_one_batch_by_heart(written):
+    steps = losses(run_stage(written, 5, *SMALL, "--lr", "3e-3", "--steps", 40))
+    assert len(steps) == 40 and steps[0] > 10 and steps[-1] < 1
+
+
+@pytest.mark.slow
+def test_stages_6_and_7_loss_falls_on_fresh_batches_and_tying_saves_the_embedding(written):
+    counts = {}
+    for n in (6, 7):
+        out = run_stage(written, n, *SMALL, "--lr", "3e-3", "--steps", 30)
+        steps = losses(out)
+        assert len(steps) == 30 and sum(steps[-5:]) / 5 < sum(steps[:5]) / 5 - 1, steps
+        assert "batches of 4 x 32" in out
+        counts[n] = parameters(out)
+    assert counts[6] - counts[7] == 50257 * 64  # tied: wte and lm_head are one matrix
