@@ -12,6 +12,7 @@ train_gpt2.py. Each step is applied to what the steps before it gave.
     python stages/stage.py --refresh        # train_gpt2.py changed: re-derive the last step from it
     python stages/stage.py 7 --move         # after editing stages/out/07/train_gpt2.py: make it stage 7, re-derive
                                             # the steps after it (git merge-file carries the edit forward)
+    python stages/stage.py 11 --add new.py --name ddp --message msg.txt   # a new stage between the others
 
 The patches are applied by the small strict applier below, not by `git apply` or `patch`: these patches are our
 own, exact, and applied to exactly the text they were made from, so there is nothing to fuzz or merge, a context
@@ -168,6 +169,18 @@ def move_back(n, chain):
             write_step(chain[j][0], chain[j][1], new_stages[numbers[i - 1]] if i else [], new_stages[j])
 
 
+def add_stage(n, name, source, message, chain):
+    """A new step n: from the stage before it to the file source; the step after it is re-derived to start from
+    there (the last, "beyond the lecture", goes on ending at train_gpt2.py)."""
+    before = max(j for j in chain if j < n)
+    after = min(j for j in chain if j > n)
+    new = read(source).splitlines(keepends=True)
+    path = os.path.join(HERE, f"{n:02d}-{name}.patch")
+    write_step(path, read(message), chain[before][3], new)
+    write_step(chain[after][0], chain[after][1], new, chain[after][3])
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("n", nargs="?", type=int, help="the stage to write (1 is the first)")
@@ -176,6 +189,9 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="check that the last stage is train_gpt2.py")
     parser.add_argument("--refresh", action="store_true", help="re-derive the last step from train_gpt2.py")
     parser.add_argument("--move", action="store_true", help="make the edited stages/out/NN/train_gpt2.py stage N")
+    parser.add_argument("--add", metavar="FILE", help="a new stage N: this file, between the stages around it")
+    parser.add_argument("--name", help="with --add: the step's file name, NN-NAME.patch")
+    parser.add_argument("--message", metavar="FILE", help="with --add: the step's message (Subject: [stage N] ...)")
     argv = sys.argv[1:] if argv is None else argv
     passed = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -193,6 +209,12 @@ def main(argv=None):
         if args.n is None:
             for n, (path, message, diff, lines) in chain.items():
                 print(f"{n:2d}  {title(message):60s} {len(lines):4d} lines, {changed_lines(diff):4d} changed")
+            return 0
+        if args.add:
+            if args.n is None or args.n in chain or not min(chain) < args.n < max(chain) or not args.name \
+                    or not args.message:
+                parser.error("--add needs a new stage number between the others, --name and --message")
+            print(f"wrote {add_stage(args.n, args.name, args.add, args.message, chain)}")
             return 0
         if args.n not in chain:
             parser.error(f"no stage {args.n}: the stages are {', '.join(map(str, chain))}")

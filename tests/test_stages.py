@@ -84,6 +84,21 @@ def test_a_change_to_train_gpt2_fails_the_check_lands_in_the_last_step_and_moves
         assert new in (root / "stages" / "out" / f"{n:02d}" / "train_gpt2.py").read_text()
 
 
+def test_a_new_stage_goes_in_between_in_one_command(tmp_path):
+    root = copy_of_stages(tmp_path)
+    last = max(n for n in stage.stages() if n < 16)  # the last lecture stage written so far
+    assert run_stage_tool(root, last).returncode == 0
+    new = tmp_path / "new.py"
+    new.write_text((root / "stages" / "out" / f"{last:02d}" / "train_gpt2.py").read_text().replace(
+        f"stage {last} of the lecture", f"stage {last + 1} of the lecture"))
+    (tmp_path / "msg").write_text(f"Subject: [stage {last + 1}] a test stage\n\nRun: python stages/stage.py\n\n")
+    r = run_stage_tool(root, last + 1, "--add", new, "--name", "test", "--message", tmp_path / "msg")
+    assert r.returncode == 0, r.stderr
+    assert run_stage_tool(root, "--check").returncode == 0
+    listed = run_stage_tool(root).stdout.splitlines()
+    assert [line.split()[0] for line in listed][-3:] == [str(last), str(last + 1), "16"] and "a test" in listed[-2]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """Every stage written out, as `python stages/stage.py N` writes it, into a scratch copy of stages/."""
@@ -177,3 +192,63 @@ def test_stages_6_and_7_loss_falls_on_fresh_batches_and_tying_saves_the_embeddin
         assert "batches of 4 x 32" in out
         counts[n] = parameters(out)
     assert counts[6] - counts[7] == 50257 * 64  # tied: wte and lm_head are one matrix
+
+
+def step_lines(out):
+    """{name: [values]} from the stages' step lines: loss, lr, norm, dt (ms), tok/sec."""
+    rows = [dict(re.findall(r"(loss|lr|norm|dt|tok/sec) ([\d.e+-]+)", line.replace(",", "")))
+            for line in out.splitlines() if line.startswith("step ")]
+    return {key: [float(r[key].rstrip("ms")) for r in rows] for key in rows[0]}
+
+
+@pytest.mark.slow
+def test_stage_8_times_every_step_and_flash_attention_is_the_manual_one(written):
+    runs = {attention: step_lines(run_stage(written, 8, *SMALL, "--steps", 3, "--attention", attention))
+            for attention in ("flash", "manual")}
+    assert all(dt > 0 for dt in runs["flash"]["dt"]) and len(runs["flash"]["tok/sec"]) == 3
+    assert runs["flash"]["loss"] == pytest.approx(runs["manual"]["loss"], abs=1e-4)
+    assert runs["flash"]["loss"][0] == pytest.approx(math.log(50304), abs=0.3)  # the padded vocabulary
+
+
+@pytest.mark.slow
+def test_stage_9_warms_up_then_decays_the_lr_and_clips(written):
+    steps = step_lines(run_stage(written, 9, *SMALL, "--steps", 12, "--warmup-steps", 4))
+    printed = dict(rel=1e-3)  # lr is printed to 4 significant digits
+    assert steps["lr"][:4] == pytest.approx([1.5e-4, 3e-4, 4.5e-4, 6e-4], **printed)  # linear warmup to 6e-4
+    cosine_end = 6e-5 + 0.5 * (1 + math.cos(math.pi * 7 / 8)) * 5.4e-4  # step 11 of 12: towards a tenth of the peak
+    assert steps["lr"][4] == pytest.approx(6e-4, **printed) and steps["lr"][-1] == pytest.approx(cosine_end, **printed)
+    assert all(b < a for a, b in zip(steps["lr"][4:], steps["lr"][5:])) and all(n > 0 for n in steps["norm"])
+
+
+@pytest.mark.slow
+def test_stage_10_accumulates_micro_batches_into_one_step(written):
+    out = run_stage(written, 10, *SMALL, "--steps", 20, "--total-batch-size", 512, "--max-lr", "3e-3")
+    assert "total batch 512 tokens = 4 x 32 x 4 accumulation steps" in out
+    loss = step_lines(out)["loss"]
+    assert len(loss) == 20 and sum(loss[-5:]) / 5 < sum(loss[:5]) / 5 - 1, loss
+
+
+@pytest.mark.slow
+def test_stage_11_two_gloo_ranks_equal_one_process(written):
+    root, paths = written
+    args = [*SMALL, "--steps", 4, "--total-batch-size", 256]  # 2 micro-batches of 4 x 32: one on each rank
+    one = step_lines(run_stage(written, 11, *args))["loss"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(paths[11]), *map(str, args)], cwd=root, capture_output=True, text=True,
+                       env={**os.environ, **OFFLINE}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 x 32 x 2 ranks x 1 accumulation steps" in r.stdout and r.stdout.count("step ") == 4  # rank 0 prints
+    assert step_lines(r.stdout)["loss"] == pytest.approx(one, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_stage_12_reads_fineweb_shards_and_the_val_loss_falls(written, data):
+    out = run_stage(written, 12, *SMALL, "--data-dir", data, "--steps", 20, "--eval-interval", 10, "--eval-steps", 4,
+                    "--max-lr", "3e-3")
+    assert f"train: 1 shard in {data}" in out and f"val: 1 shard in {data}" in out
+    val = [float(v) for v in re.findall(r"^step +\d+ \| val loss ([\d.]+)", out, re.M)]
+    assert len(val) == 3 and val[2] < val[1] < val[0]  # steps 0, 10 and 20
+    root, paths = written
+    r = subprocess.run([sys.executable, str(paths[12]), "--data-dir", str(root / "nothing")], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: no train shards in ")
