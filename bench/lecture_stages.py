@@ -17,7 +17,7 @@ from common import save_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = re.compile(r"^step +\d+ \| loss ([\d.]+)")
-NOTED = re.compile(r"parameters$|loss at init|could not load|val loss")  # what a learner reads besides the steps
+NOTED = re.compile(r"parameters$|loss at init|could not load|val loss|HellaSwag|saved|resuming")  # what a learner reads besides the steps
 
 
 def run_stage(n, extra):
@@ -43,7 +43,7 @@ def run_stage(n, extra):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", type=int, nargs="+", default=list(range(1, 13)), help="which stages")
+    parser.add_argument("--stages", type=int, nargs="+", default=list(range(1, 16)), help="which stages")
     parser.add_argument("--stage-args", default="", help="flags for every stage (default: none, the learner's)")
     parser.add_argument("--out", help="JSON to write (default: bench/results/lecture_stages_cpu.json)")
     args = parser.parse_args()

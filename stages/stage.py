@@ -175,6 +175,8 @@ def add_stage(n, name, source, message, chain):
     before = max(j for j in chain if j < n)
     after = min(j for j in chain if j > n)
     new = read(source).splitlines(keepends=True)
+    if new == chain[before][3]:
+        raise PatchError(f"{source} is stage {before} as it stands: a new stage must change something")
     path = os.path.join(HERE, f"{n:02d}-{name}.patch")
     write_step(path, read(message), chain[before][3], new)
     write_step(chain[after][0], chain[after][1], new, chain[after][3])
@@ -229,7 +231,8 @@ def main(argv=None):
         if args.run:  # from the repo root, where input.txt is, with its modules (fineweb.py, ...) importable
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
             return subprocess.run([sys.executable, path, *passed], cwd=ROOT, env=env).returncode
-        print(f"wrote {os.path.relpath(path, ROOT)}: python {os.path.relpath(path, ROOT)}")
+        # from stage 13 on a stage imports this project's modules (hellaswag.py): --run puts them on the path
+        print(f"wrote {os.path.relpath(path, ROOT)}: python stages/stage.py {args.n} --run (-- its flags)")
         return 0
     except (PatchError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, make_examples, write_jsonl
 
 sys.path.insert(0, str(ROOT / "stages"))
 import stage  # noqa: E402
@@ -86,17 +86,23 @@ def test_a_change_to_train_gpt2_fails_the_check_lands_in_the_last_step_and_moves
 
 def test_a_new_stage_goes_in_between_in_one_command(tmp_path):
     root = copy_of_stages(tmp_path)
-    last = max(n for n in stage.stages() if n < 16)  # the last lecture stage written so far
+    # every lecture stage is written (1 to 15): make room after the last one by numbering the last step 20
+    os.rename(root / "stages" / "16-beyond-the-lecture.patch", root / "stages" / "20-beyond-the-lecture.patch")
+    last = max(n for n in stage.stages() if n < 16)
     assert run_stage_tool(root, last).returncode == 0
     new = tmp_path / "new.py"
     new.write_text((root / "stages" / "out" / f"{last:02d}" / "train_gpt2.py").read_text().replace(
-        f"stage {last} of the lecture", f"stage {last + 1} of the lecture"))
+        f"stage {last}", f"stage {last + 1}", 1))
     (tmp_path / "msg").write_text(f"Subject: [stage {last + 1}] a test stage\n\nRun: python stages/stage.py\n\n")
+    same = root / "stages" / "out" / f"{last:02d}" / "train_gpt2.py"
+    r = run_stage_tool(root, last + 1, "--add", same, "--name", "test", "--message", tmp_path / "msg")
+    assert r.returncode == 1 and "a new stage must change something" in r.stderr  # and nothing written:
+    assert run_stage_tool(root, "--check").returncode == 0
     r = run_stage_tool(root, last + 1, "--add", new, "--name", "test", "--message", tmp_path / "msg")
     assert r.returncode == 0, r.stderr
     assert run_stage_tool(root, "--check").returncode == 0
     listed = run_stage_tool(root).stdout.splitlines()
-    assert [line.split()[0] for line in listed][-3:] == [str(last), str(last + 1), "16"] and "a test" in listed[-2]
+    assert [line.split()[0] for line in listed][-3:] == [str(last), str(last + 1), "20"] and "a test" in listed[-2]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +119,9 @@ def written(tmp_path_factory):
 
 def run_stage(written, n, *args):
     root, paths = written
+    # PYTHONPATH as stage.py --run sets it: from stage 13 on, a stage imports this project's hellaswag.py
     r = subprocess.run([sys.executable, str(paths[n]), *map(str, args)], cwd=root, capture_output=True, text=True,
-                       env={**os.environ, **OFFLINE}, timeout=600)
+                       env={**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -252,3 +259,98 @@ def test_stage_12_reads_fineweb_shards_and_the_val_loss_falls(written, data):
     r = subprocess.run([sys.executable, str(paths[12]), "--data-dir", str(root / "nothing")], cwd=root,
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: no train shards in ")
+
+
+def printed(out, what):
+    """{step: value} from the stages' `step N | val loss X` or `step N | HellaSwag acc_norm X` lines."""
+    return {int(m[0]): float(m[1]) for m in re.findall(rf"^step +(\d+) \| {what} ([\d.]+)", out, re.M)}
+
+
+EVALUATING = [*SMALL, "--steps", 10, "--eval-interval", 5, "--eval-steps", 2, "--hellaswag-interval", 5,
+              "--sample-interval", 5, "--max-lr", "3e-3"]
+
+
+@pytest.mark.slow
+def test_stage_13_writes_the_lectures_log_lines_and_scores_hellaswag_as_hellaswag_py_does(written, data, tmp_path):
+    import hellaswag
+    import plot
+    import train_gpt2
+    from gptkit.tokenizer import gpt2_tokenizer
+
+    write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(16, seed=3))
+    log_dir = tmp_path / "log"
+    out = run_stage(written, 13, *EVALUATING, "--data-dir", data, "--hellaswag-dir", tmp_path, "--log-dir", log_dir)
+    lines = (log_dir / "log.txt").read_text().splitlines()
+    # the lecture's lines: `{step} train {loss:.6f}` every step, `{step} val {loss:.4f}`, `{step} hella {acc:.4f}`
+    assert [line for line in lines if " train " in line] == [f"{s} train {loss:.6f}" for s, loss in
+                                                            enumerate(losses(out))] and len(losses(out)) == 10
+    val, hella = printed(out, "val loss"), printed(out, "HellaSwag acc_norm")
+    assert [line for line in lines if " train " not in line] == \
+        [f"{s} {kind} {value[s]:.4f}" for s in (0, 5, 10) for kind, value in (("val", val), ("hella", hella))]
+    assert "(16 examples)" in out and out.count("rank 0 sample 1: Hello, I'm a language model,") == 2  # 5, 10
+    assert sorted(plot.read_log(log_dir)["hella"]) == [0, 5, 10]  # what plot.py and the notebook draw
+
+    # its acc_norm is hellaswag.py's (packed rows, one forward per batch) on the same model, for a few models
+    module, examples = import_stage(written[1][13]), hellaswag.load_examples(tmp_path / "hellaswag_val.jsonl")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = module.GPT(module.GPTConfig(n_layer=2, n_head=2, n_embd=64))
+        acc_norm, scored = module.evaluate_hellaswag(model, examples, torch.autocast("cpu", enabled=False), "cpu", 0, 1)
+        ours = train_gpt2.GPT(train_gpt2.GPTConfig(n_layer=2, n_head=2, n_embd=64))
+        ours.load_state_dict(model.state_dict())
+        result = hellaswag.evaluate(hellaswag.gpt_logits_fn(ours.eval()), examples, gpt2_tokenizer(), "cpu", 4)
+        assert (acc_norm, scored) == (result["acc_norm"], 16)
+
+    # offline and without the file: one line, and the run trains without HellaSwag
+    out = run_stage(written, 13, *SMALL, "--data-dir", data, "--steps", 1, "--eval-steps", 1, "--sample-interval", 0,
+                    "--hellaswag-dir", tmp_path / "none", "--log-dir", log_dir)
+    assert f"offline, put the file at {tmp_path / 'none' / 'hellaswag_val.jsonl'}; not scored" in out
+    assert "HellaSwag acc_norm" not in out and len(losses(out)) == 1
+
+
+@pytest.mark.slow
+def test_stage_14_checkpoints_hold_the_evaluated_model_and_this_projects_tools_read_them(written, data, tmp_path):
+    import plot
+    import train_gpt2
+
+    log_dir = tmp_path / "log"
+    out = run_stage(written, 14, *EVALUATING, "--hellaswag-interval", 0, "--data-dir", data, "--log-dir", log_dir,
+                    "--checkpoint-interval", 5)
+    assert sorted(os.listdir(log_dir)) == ["ckpt_000005.pt", "ckpt_000010.pt", "log.txt"]
+    assert f"saved {log_dir / 'ckpt_000010.pt'}" in out
+    saved = torch.load(log_dir / "ckpt_000010.pt", weights_only=True)  # plain data: no class to unpickle
+    assert saved["step"] == 10 and saved["val_loss"] == pytest.approx(printed(out, "val loss")[10], abs=1e-4)
+    # the trainer's reader (sample.py, hellaswag.py -m and the notebook use it) takes the run's newest checkpoint
+    model = train_gpt2.load_model(str(log_dir))
+    for k, v in saved["model"].items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    # and the checkpoint is the model the last val loss measured: after the last update
+    module = import_stage(written[1][14])
+    val_loader = module.DataLoaderLite(4, 32, 0, 1, "val", data)
+    val_loss = module.evaluate_val_loss(model, val_loader, torch.autocast("cpu", enabled=False), "cpu", 2, 1)
+    assert val_loss == pytest.approx(printed(out, "val loss")[10], abs=1e-4)
+    assert plot.run_size(str(log_dir)) == parameters(out)  # the notebook's size, from the checkpoint
+
+
+@pytest.mark.slow
+def test_stage_15_resumes_exactly_and_the_ranks_move_to_the_next_shard_together(written, data, tmp_path):
+    import numpy as np
+
+    run = [*EVALUATING, "--hellaswag-interval", 0, "--sample-interval", 0, "--data-dir", data, "--checkpoint-interval", 5]
+    whole = run_stage(written, 15, *run, "--log-dir", tmp_path / "a")
+    resumed = run_stage(written, 15, *run, "--log-dir", tmp_path / "b", "--resume", tmp_path / "a" / "ckpt_000005.pt")
+    assert f"resuming from {tmp_path / 'a' / 'ckpt_000005.pt'} at step 5" in resumed
+    assert losses(resumed) == losses(whole)[5:]  # steps 5 to 9, to the last printed digit
+    assert printed(resumed, "val loss") == {s: v for s, v in printed(whole, "val loss").items() if s >= 5}
+
+    # two shards of uneven length: two ranks of B sequences read what one process of 2B reads, round by round,
+    # and change shards at the same batch (the video's loader, stage 12's, lets the second rank move on first)
+    for n, length in ((1, 1000), (2, 777)):
+        np.save(tmp_path / f"t_train_{n:06d}.npy", np.arange(length, dtype=np.uint16) + 5000 * n)
+    module = import_stage(written[1][15])
+    ranks = [module.DataLoaderLite(2, 8, rank, 2, "train", tmp_path) for rank in (0, 1)]
+    one = module.DataLoaderLite(4, 8, 0, 1, "train", tmp_path)
+    for _ in range(150):  # a few passes over both shards
+        (x0, y0), (x1, y1), (x, y) = ranks[0].next_batch(), ranks[1].next_batch(), one.next_batch()
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+        assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
