@@ -283,14 +283,18 @@ def write_shards_locked(args, enc):
 
 
 def tinyshakespeare_shards(out):
-    """The quick start's data step: Tiny Shakespeare shards in out, written, or finished where a job stopped, unless
-    out holds a corpus of another kind (shards of your own for --finetune). Two quick starts at once are safe: the
-    second waits for the first (lock_out_dir), then finds the shards complete."""
+    """The quick start's data step: Tiny Shakespeare shards in out, written, finished where a job stopped, or used
+    as they are when complete (also in a repo moved since), unless out holds a corpus of another kind (shards of
+    your own for --finetune). Two quick starts at once are safe: the second waits for the first (lock_out_dir),
+    then finds the shards complete."""
     manifest = os.path.join(out, "manifest.json")
     if os.path.isfile(manifest):
         with open(manifest) as f:
-            if json.load(f).get("prefix") != "tinyshakespeare":
-                return
+            made = json.load(f)
+        if made.get("prefix") != "tinyshakespeare":
+            return
+        if made.get("complete") and all(os.path.isfile(os.path.join(out, s["name"])) for s in made["shards"]):
+            return
     elif os.path.isdir(out) and any(f.endswith(".npy") for f in os.listdir(out)):
         return  # shards made by another tool
     main(["--dataset", "tinyshakespeare", "--out", out])

@@ -27,7 +27,8 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import checkpoint, chunked_loss, distributed, flops, hf, memory, modern, sampling, settings, tracking
+from gptkit import (checkpoint, chunked_loss, cpu, distributed, flops, hf, memory, modern, sampling, settings,
+                    tracking)
 from gptkit.cli import HelpFormatter, non_negative_float, non_negative_int, positive_float, positive_int
 from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
@@ -393,7 +394,7 @@ def setup_run(args):
 
     device = distributed.setup_distributed(args.device)
     device_type = device.split(":")[0]  # cuda:1 -> cuda
-    dtype = distributed.compute_dtype(device_type, args.dtype)  # bf16 autocast on cuda by default
+    dtype = distributed.compute_dtype(device_type, args.dtype)  # bf16 autocast on cuda and bf16-capable CPUs
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
@@ -415,6 +416,8 @@ def setup_run(args):
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
+    if device_type == "cpu" and args.dtype == "auto":
+        run.log(cpu.auto_dtype_line())
     for line in memory.startup_lines(model.config, model.num_params(), args, world_size, device,
                                      dtype == torch.bfloat16):
         run.log(line)
@@ -638,7 +641,8 @@ def build_parser():
     s.add_argument("--seed", type=int, default=1337, help="seed for the initial weights and data shuffling")
     s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
     s.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                   help="autocast dtype for forward passes (auto: bfloat16 on cuda, float32 elsewhere)")
+                   help="autocast dtype for forward passes (auto: bfloat16 on cuda and on CPUs with bf16 matmul "
+                        "units, AMX, AVX-512 BF16 or ARM BF16; float32 elsewhere)")
     s.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="TF32 tensor cores for fp32 matmuls (Ampere and newer GPUs)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
@@ -662,6 +666,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    cpu.keep_freed_memory()  # a step's large buffers are reused, not page-faulted in again every step (gptkit/cpu.py)
     try:
         args = parse_args(argv)
         if args.plan:  # an untied head (--recipe modern) counts too

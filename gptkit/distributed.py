@@ -11,6 +11,8 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from gptkit import cpu
+
 
 def autodetect_device():
     if torch.cuda.is_available():
@@ -21,13 +23,15 @@ def autodetect_device():
 
 
 def compute_dtype(device_type, dtype="auto"):
-    """--dtype as a torch dtype: auto is bf16 on cuda, float32 elsewhere."""
-    return {"auto": torch.bfloat16 if device_type == "cuda" else torch.float32,
-            "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    """--dtype as a torch dtype: auto is bf16 on cuda and on CPUs that multiply bf16 in hardware, else float32."""
+    if dtype == "auto":
+        bf16 = device_type == "cuda" or (device_type == "cpu" and cpu.bf16_matmul_unit() is not None)
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
 
 
 def autocast_context(device_type, dtype="auto"):
-    """Mixed precision for forward passes: bf16 autocast on cuda by default, plain float32 elsewhere."""
+    """Mixed precision for forward passes: bf16 autocast where compute_dtype says so, plain float32 elsewhere."""
     dtype = compute_dtype(device_type, dtype)
     return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
 

@@ -128,3 +128,14 @@ def test_lecture_stages_reads_the_stages_step_lines(tmp_path):
     for n in (5, 7):
         assert figures[f"stage_{n}"]["steps"] == 3 and figures[f"stage_{n}"]["ms_per_step"] > 0
         assert figures[f"stage_{n}"]["printed"][-1].endswith(" parameters")
+
+
+def test_cpu_limits_measures_the_limits_and_runs_the_quick_start_before_and_now(tmp_path):
+    bench(tmp_path, "cpu_limits.py", "--matmul-size", 256, "--repeats", 2, "--model", "tiny", "-B", 2, "-T", 32,
+          "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--quickstart-steps", 2, "--before", "HEAD")
+    figures = result(tmp_path, "cpu_limits")
+    assert figures["limits"]["matmul_gflops"]["bfloat16"] > 0 and figures["limits"]["read_gbs"] > 0
+    assert 0 < figures["train_step"]["float32"]["fraction_of_peak"] and figures["sampling"]["fraction_of_bound"] > 0
+    runs = figures["quickstart"]
+    assert set(runs) == {"steps", "before_HEAD", "now", "now_float32"} and runs["now"][0]["final_val_loss"] > 0
+    assert not (ROOT / ".git" / "worktrees").exists() or not os.listdir(ROOT / ".git" / "worktrees")  # removed

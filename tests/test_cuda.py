@@ -55,9 +55,9 @@ def test_compiled_greedy_generation_equals_eager():
 
 def test_bf16_compiled_training_resumes_on_cuda(data, tmp_path):
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(8, seed=7))
-    args = ["--device", "cuda", "--compile", "-B", "8", "-T", "128", "--total-batch-size", "2048", "--max-lr", "3e-3",
-            "--max-steps", "12", "--eval-interval", "6", "--hellaswag-interval", "6", "--hellaswag-dir", tmp_path,
-            "--sample-interval", "6"]
+    args = ["--device", "cuda", "--dtype", "bfloat16", "--compile", "-B", "8", "-T", "128", "--total-batch-size",
+            "2048", "--max-lr", "3e-3", "--max-steps", "12", "--eval-interval", "6", "--hellaswag-interval", "6",
+            "--hellaswag-dir", tmp_path, "--sample-interval", "6"]
     train(data, tmp_path / "straight", *args)
     r = subprocess.run(command(1) + ["--data-dir", data, "--out-dir", str(tmp_path / "split"), *SMALL,
                                      *map(str, args), "--stop-at", "6"], capture_output=True, text=True,

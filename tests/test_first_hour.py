@@ -50,6 +50,10 @@ def test_quickstart_is_one_command_in_a_fresh_clone_and_resumes(tmp_path):
     assert sorted(read_log(quick)["train"]) == list(range(22))
     saved = final_state(quick)["args"]
     assert (saved["model"], saved["batch_size"], saved["max_steps"]) == ("tiny", 8, 22)
+    # the repo moved: its complete shards (made from input.txt where it was) are used as they are
+    moved = clone.rename(tmp_path / "moved")
+    r = run(["train_gpt2.py", "--quickstart", "--resume", "--max-steps", 23, "--sample-interval", 0], moved)
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 def test_fineweb_without_input_txt_offline(tmp_path):

@@ -1,0 +1,172 @@
+"""The CPU path against this machine's own limits, measured in one run: first the limits (a large matmul in fp32
+and in bf16, a large memory read), then what learners run, each as a fraction of the limit that bounds it:
+  - a training step (forward, backward, AdamW) of the mini preset: achieved FLOP/s against the matmul peak of its
+    dtype;
+  - sampling with the KV cache (gpt2 shape, greedy): tokens/s against the memory bound (each decode step reads
+    every weight once);
+  - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, and (--before REV) as it
+    was at an earlier commit, side by side: wall, user and kernel time, peak memory and the final val loss.
+
+    python bench/cpu_limits.py --before 01190b4       # -> bench/results/cpu_limits.json
+    python bench/cpu_limits.py --skip-quickstart --steps 3
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import train_gpt2 as tg  # noqa: E402
+from gptkit import flops  # noqa: E402
+from gptkit.cli import HelpFormatter  # noqa: E402
+from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
+from common import save_result  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def median_seconds(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(n, dtype, repeats):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def read_gbs(gib, repeats):
+    """GB/s of summing a gib-GiB fp32 tensor: every byte read once, from memory (it is far larger than the caches)."""
+    x = torch.ones(gib * 2**28)
+    return x.numel() * 4 / median_seconds(x.sum, repeats) / 1e9
+
+
+def train_step_figures(model_name, B, T, dtype, steps, peaks):
+    """Median step time of the mini model on random tokens, as tokens/s and as a share of the dtype's matmul peak."""
+    torch.manual_seed(0)
+    model = tg.GPT(tg.preset(model_name)[0])
+    optimizer = model.configure_optimizers(0.1, 1e-3, "cpu")
+    x, y = torch.randint(0, GPT2_VOCAB_SIZE, (2, B, T))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+
+    seconds = median_seconds(step, steps, warmup=1)
+    achieved = flops.flops_per_token(model.config, T) * B * T / seconds / 1e9
+    return {"ms_per_step": round(seconds * 1000), "tokens_per_s": round(B * T / seconds),
+            "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}
+
+
+def sampling_figures(model_name, batch, new_tokens, read_limit_gbs):
+    """Greedy KV-cache decoding of random prompts; the bound: one read of every fp32 weight per decode step."""
+    torch.manual_seed(0)
+    model = tg.GPT(tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]).eval()
+    prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
+    with torch.no_grad():
+        model.generate(prompts, 4, temperature=0)  # warm-up
+        t0 = time.perf_counter()
+        model.generate(prompts, new_tokens, temperature=0)
+        seconds = time.perf_counter() - t0
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound = batch * read_limit_gbs * 1e9 / weight_bytes
+    return {"tokens_per_s": round(batch * new_tokens / seconds, 1), "bound_tokens_per_s": round(bound, 1),
+            "fraction_of_bound": round(batch * new_tokens / seconds / bound, 3), "weight_mb": weight_bytes // 2**20}
+
+
+def quickstart_figures(checkout, steps, out_dir, flags=()):
+    """One quick start of the train_gpt2.py in checkout, in a child process: wall, user and kernel seconds, peak
+    memory (MiB) and its last val loss. Its shards are made beforehand, untimed (prepare_shards)."""
+    cmd = [sys.executable, "train_gpt2.py", "--quickstart", "--max-steps", str(steps), "--out-dir", out_dir, *flags]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"error: the quick start failed:\n{output[-2000:]}")
+    val = re.findall(r"val loss ([\d.]+)", output)
+    return {"wall_s": round(time.perf_counter() - t0, 1), "user_s": round(usage.ru_utime, 1),
+            "kernel_s": round(usage.ru_stime, 1), "peak_mib": usage.ru_maxrss // 1024,
+            "final_val_loss": float(val[-1])}
+
+
+def prepare_shards(checkout):
+    """The checkout's quick-start shards (data/tinyshakespeare, from its input.txt), by its own fineweb.py."""
+    subprocess.run([sys.executable, "fineweb.py", "--dataset", "tinyshakespeare"], cwd=checkout, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n x n matmuls")
+    parser.add_argument("--read-gib", type=int, default=1, help="GiB summed for the memory read")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repeats of each limit (the median counts)")
+    parser.add_argument("--model", default="mini", help="preset of the training step")
+    parser.add_argument("-B", "--batch-size", type=int, default=8, help="training step: sequences")
+    parser.add_argument("-T", "--seq-len", type=int, default=256, help="training step: tokens per sequence")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per dtype (the median counts)")
+    parser.add_argument("--sample-model", default="gpt2", help="preset sampled from (random weights)")
+    parser.add_argument("--sample-batch", type=int, default=4, help="sequences sampled together")
+    parser.add_argument("--sample-tokens", type=int, default=100, help="new tokens per sequence")
+    parser.add_argument("--quickstart-steps", type=int, default=100, help="steps of each quick start (its own: 100)")
+    parser.add_argument("--before", metavar="REV", help="also run the quick start of this commit (a git worktree)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of quick starts, the variants alternating")
+    parser.add_argument("--skip-quickstart", action="store_true", help="leave the quick starts out")
+    parser.add_argument("--out", help="JSON to write (default: bench/results/cpu_limits.json)")
+    args = parser.parse_args()
+
+    peaks = {name: matmul_gflops(args.matmul_size, dtype, args.repeats) for name, dtype in DTYPES.items()}
+    read = read_gbs(args.read_gib, args.repeats)
+    figures = {"limits": {"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()}, "read_gbs": round(read, 1),
+                          "matmul_size": args.matmul_size}}
+    print(figures, flush=True)
+    figures["train_step"] = {"model": args.model, "B": args.batch_size, "T": args.seq_len, **{
+        dtype: train_step_figures(args.model, args.batch_size, args.seq_len, dtype, args.steps, peaks)
+        for dtype in DTYPES}}
+    print(figures["train_step"], flush=True)
+    figures["sampling"] = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens,
+                           **sampling_figures(args.sample_model, args.sample_batch, args.sample_tokens, read)}
+    print(figures["sampling"], flush=True)
+    if not args.skip_quickstart:
+        with tempfile.TemporaryDirectory() as tmp:
+            variants = {"now": (ROOT, []), "now_float32": (ROOT, ["--dtype", "float32"])}
+            if args.before:
+                before = os.path.join(tmp, "before")
+                subprocess.run(["git", "worktree", "add", "--detach", before, args.before], cwd=ROOT, check=True)
+                variants = {f"before_{args.before}": (before, []), **variants}
+            runs = {name: [] for name in variants}
+            try:
+                for checkout in {checkout for checkout, _ in variants.values()}:
+                    prepare_shards(checkout)
+                for i in range(args.rounds):
+                    for name, (checkout, flags) in variants.items():
+                        out_dir = os.path.join(tmp, f"{name}{i}")
+                        runs[name].append(quickstart_figures(checkout, args.quickstart_steps, out_dir, flags))
+                        print(name, runs[name][-1], flush=True)
+            finally:
+                if args.before:
+                    subprocess.run(["git", "worktree", "remove", "--force", before], cwd=ROOT, check=True)
+        figures["quickstart"] = {"steps": args.quickstart_steps, **runs}
+    save_result("cpu_limits", "cpu", figures, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The CPU path, where learners first run this project: glibc's malloc told to keep the memory a step frees, and
+bf16 autocast where the CPU multiplies bf16 in hardware (--dtype auto).
+
+By default glibc serves every block above its mmap threshold (at most 32 MiB) straight from the kernel and hands
+it back on free. A training step frees and allocates the same large buffers every time (the tiny preset's
+8 x 256 x 50,304 fp32 logits alone are 412 MB), so each step page-faults all of them in again: on a 2-core
+machine that kernel time was 42% of the quick start's CPU time. With mmap off and the heap never trimmed, a freed
+block is reused as it is, for some more peak memory (bench/cpu_limits.py measures both).
+"""
+
+import ctypes
+import ctypes.util
+import re
+
+M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+M_MMAP_MAX = -4
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed memory for reuse: no mmap for large blocks, no trimming of the heap. Call it at
+    start-up, before the large allocations. Returns whether it applied (False off glibc: macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):  # no C library by that name, or one without mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+# CPU features that multiply bf16 in hardware, as /proc/cpuinfo names them: Intel's AMX tiles, AVX-512's bf16
+# dot products, ARM's BF16 instructions. Without one, bf16 is converted in software and fp32 is the faster choice.
+BF16_UNITS = ("amx_bf16", "avx512_bf16", "bf16")
+
+
+def bf16_matmul_unit(cpuinfo="/proc/cpuinfo"):
+    """The first of BF16_UNITS this CPU has, or None (also where there is no /proc/cpuinfo: macOS, Windows)."""
+    try:
+        with open(cpuinfo) as f:
+            found = re.search(r"^(?:flags|Features)\s*:(.*)$", f.read(), re.M)
+    except OSError:
+        return None
+    flags = set(found.group(1).split()) if found else set()
+    return next((unit for unit in BF16_UNITS if unit in flags), None)
+
+
+def auto_dtype_line():
+    """What --dtype auto chose on this CPU, and why: the trainer's start-up says it."""
+    unit = bf16_matmul_unit()
+    if unit:
+        return f"dtype: bfloat16 autocast, as this CPU multiplies bf16 in hardware ({unit}); --dtype float32 for fp32"
+    return "dtype: float32, as this CPU has no bf16 matmul unit (AMX, AVX-512 BF16 or ARM BF16); --dtype overrides"

@@ -1,0 +1,56 @@
+"""The CPU path: glibc's malloc keeps the memory a step frees, so the next step does not page-fault it in again;
+--dtype auto takes bf16 autocast where the CPU multiplies bf16 in hardware, and says so."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gptkit import cpu, distributed
+from helpers import ROOT, SMALL_ANY_DTYPE, train
+
+# what a training step does to the allocator: large buffers allocated, written and freed, step after step
+STEPS = """
+import resource, sys, torch
+import gptkit.cpu
+if sys.argv[1] == "kept":
+    assert gptkit.cpu.keep_freed_memory()
+faults = []
+for _ in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    logits, grads = torch.ones(2**25), torch.ones(2**24) * 2  # 128 MiB and 64 MiB
+    del logits, grads
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[-4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_malloc_stops_the_page_faults_of_a_step_s_large_buffers():
+    faults = {how: int(subprocess.run([sys.executable, "-c", STEPS, how], cwd=ROOT, capture_output=True, text=True,
+                                      check=True).stdout) for how in ("default", "kept")}
+    assert faults["default"] > 4 * 40_000  # 192 MiB of 4 KiB pages faulted in again every step
+    assert faults["kept"] < faults["default"] / 10  # after the first steps, the freed blocks are reused
+
+
+@pytest.mark.parametrize("cpuinfo, unit", [
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n", "amx_bf16"),  # Sapphire Rapids
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n", "avx512_bf16"),  # Cooper Lake, Zen 4
+    ("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n", None),  # AVX-512 without bf16
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", "bf16"),  # ARM Neoverse V1
+    ("processor\t: 0\nFeatures\t: fp asimd\n", None),
+])
+def test_the_bf16_matmul_unit_is_read_from_cpuinfo(tmp_path, cpuinfo, unit):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    assert cpu.bf16_matmul_unit(str(tmp_path / "cpuinfo")) == unit
+    assert cpu.bf16_matmul_unit(str(tmp_path / "missing")) is None  # macOS, Windows: float32
+
+
+def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path):
+    expected = torch.bfloat16 if cpu.bf16_matmul_unit() else torch.float32
+    assert distributed.compute_dtype("cpu") == expected and distributed.compute_dtype("cuda") == torch.bfloat16
+    assert distributed.compute_dtype("cpu", "float32") == distributed.compute_dtype("mps") == torch.float32
+    out = train(data, tmp_path / "a", *SMALL_ANY_DTYPE, "--max-steps", 1, small=False).stdout
+    assert cpu.auto_dtype_line() in out and out.count("dtype: ") == 1
+    assert "dtype: " not in train(data, tmp_path / "b", "--max-steps", 1).stdout  # helpers.SMALL: --dtype float32
