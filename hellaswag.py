@@ -238,7 +238,8 @@ def main(argv=None):
                              "directory, one of our checkpoints or a run directory")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="autocast dtype (auto: bfloat16 on cuda, float32 elsewhere)")
+                        help="autocast dtype (auto: bfloat16 on cuda and on CPUs with bf16 matmul units, "
+                             "float32 elsewhere)")
     parser.add_argument("--split", default="val", choices=["train", "val"], help="which file")
     parser.add_argument("--limit", type=int, help="only the first N examples")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")

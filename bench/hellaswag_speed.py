@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (batched scorer)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="autocast dtype, as the trainer's --dtype (auto: bfloat16 on cuda, float32 elsewhere)")
+                        help="autocast dtype, as the trainer's --dtype (auto: bf16 on cuda and bf16-capable CPUs)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the batched scorer with the model compiled (the compiling pass untimed)")
     parser.add_argument("--data", help="a HellaSwag jsonl file (default: synthetic examples from Tiny Shakespeare)")
