@@ -4,7 +4,7 @@ bf16 autocast where the CPU multiplies bf16 in hardware (--dtype auto).
 By default glibc serves every block above its mmap threshold (at most 32 MiB) straight from the kernel and hands
 it back on free. A training step frees and allocates the same large buffers every time (the tiny preset's
 8 x 256 x 50,304 fp32 logits alone are 412 MB), so each step page-faults all of them in again: on a 2-core
-machine that kernel time was 42% of the quick start's CPU time. With mmap off and the heap never trimmed, a freed
+machine that kernel time was a third of the quick start's CPU time. With mmap off and the heap never trimmed, a freed
 block is reused as it is, for some more peak memory (bench/cpu_limits.py measures both).
 """
 
@@ -29,7 +29,7 @@ def keep_freed_memory():
 
 
 # CPU features that multiply bf16 in hardware, as /proc/cpuinfo names them: Intel's AMX tiles, AVX-512's bf16
-# dot products, ARM's BF16 instructions. Without one, bf16 is converted in software and fp32 is the faster choice.
+# dot products, ARM's BF16 instructions. Without one, bf16 would be converted in software: fp32 stays the default.
 BF16_UNITS = ("amx_bf16", "avx512_bf16", "bf16")
 
 
