@@ -2,8 +2,8 @@
 and in bf16, a large memory read), then what learners run, each as a fraction of the limit that bounds it:
   - a training step (forward, backward, AdamW) of the mini preset: achieved FLOP/s against the matmul peak of its
     dtype;
-  - sampling with the KV cache (gpt2 shape, greedy): tokens/s against the memory bound (each decode step reads
-    every weight once);
+  - sampling with the KV cache (gpt2 shape, greedy), the weights in fp32 and in bf16 (sample.py --dtype):
+    tokens/s against the memory bound (each decode step reads every weight once);
   - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, and (--before REV) as it
     was at an earlier commit, side by side: wall, user and kernel time, peak memory and the final val loss.
 
@@ -76,10 +76,11 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
             "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}
 
 
-def sampling_figures(model_name, batch, new_tokens, read_limit_gbs):
-    """Greedy KV-cache decoding of random prompts; the bound: one read of every fp32 weight per decode step."""
+def sampling_figures(model_name, batch, new_tokens, read_limit_gbs, dtype):
+    """Greedy KV-cache decoding of random prompts with the weights in dtype; the bound: one read of every weight per
+    decode step."""
     torch.manual_seed(0)
-    model = tg.GPT(tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]).eval()
+    model = tg.GPT(tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(DTYPES[dtype]).eval()
     prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
     with torch.no_grad():
         model.generate(prompts, 4, temperature=0)  # warm-up
@@ -143,7 +144,8 @@ def main():
         for dtype in DTYPES}}
     print(figures["train_step"], flush=True)
     figures["sampling"] = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens,
-                           **sampling_figures(args.sample_model, args.sample_batch, args.sample_tokens, read)}
+                           **{dtype: sampling_figures(args.sample_model, args.sample_batch, args.sample_tokens, read,
+                                                      dtype) for dtype in DTYPES}}
     print(figures["sampling"], flush=True)
     if not args.skip_quickstart:
         with tempfile.TemporaryDirectory() as tmp:

@@ -84,6 +84,16 @@ def test_sample_command_is_reproducible(run):
                          "--no-stop-at-eot", "--device", "cpu")
     assert out != sample("-m", run, "--prompt", "KING:", "--num-samples", 3, "--max-new-tokens", 12, "--seed", 2,
                          "--no-stop-at-eot", "--device", "cpu")
+    # greedy: fp32 weights give the trainer's model's own tokens; bf16 weights (half the bytes a token reads) run too
+    import train_gpt2
+    from gptkit.tokenizer import gpt2_tokenizer
+
+    greedy = ["-m", run, "--prompt", "KING:", "--num-samples", 1, "--max-new-tokens", 12, "--temperature", 0,
+              "--no-stop-at-eot", "--device", "cpu"]
+    enc, model = gpt2_tokenizer(), train_gpt2.load_model(str(run)).eval()
+    expected = enc.decode(model.generate([enc.encode("KING:")], 12, temperature=0)[0])
+    assert sample(*greedy, "--dtype", "float32") == f"--- sample 1/1\n{expected}\n"
+    assert sample(*greedy, "--dtype", "bfloat16").startswith("--- sample 1/1\nKING:")
 
 
 def test_notebook_is_stored_without_outputs_and_executes(run, monkeypatch):
