@@ -14,7 +14,6 @@ and in bf16, a large memory read), then what learners run, each as a fraction of
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,30 +28,20 @@ from gptkit import flops  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
+from train_throughput import measure  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def median_seconds(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def matmul_gflops(n, dtype, repeats):
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+    return 2 * n**3 / measure(lambda: a @ b, "cpu", 2, repeats)[0] / 1e9
 
 
 def read_gbs(gib, repeats):
     """GB/s of summing a gib-GiB fp32 tensor: every byte read once, from memory (it is far larger than the caches)."""
     x = torch.ones(gib * 2**28)
-    return x.numel() * 4 / median_seconds(x.sum, repeats) / 1e9
+    return x.numel() * 4 / measure(x.sum, "cpu", 2, repeats)[0] / 1e9
 
 
 def train_step_figures(model_name, B, T, dtype, steps, peaks):
@@ -70,7 +59,7 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
         loss.backward()
         optimizer.step()
 
-    seconds = median_seconds(step, steps, warmup=1)
+    seconds, _ = measure(step, "cpu", 1, steps)
     achieved = flops.flops_per_token(model.config, T) * B * T / seconds / 1e9
     return {"ms_per_step": round(seconds * 1000), "tokens_per_s": round(B * T / seconds),
             "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}

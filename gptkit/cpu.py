@@ -9,7 +9,6 @@ block is reused as it is, for some more peak memory (bench/cpu_limits.py measure
 """
 
 import ctypes
-import ctypes.util
 import re
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
@@ -19,10 +18,9 @@ M_MMAP_MAX = -4
 def keep_freed_memory():
     """Ask glibc to keep freed memory for reuse: no mmap for large blocks, no trimming of the heap. Call it at
     start-up, before the large allocations. Returns whether it applied (False off glibc: macOS, Windows, musl)."""
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):  # no C library by that name, or one without mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already has: no search for it
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), or no such handle (Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
