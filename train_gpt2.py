@@ -69,12 +69,12 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        # mask: None is causal; an explicit bool mask serves several sequences packed in one row (HellaSwag)
         if cache is not None:  # sampling: attend over the cached earlier positions too (gptkit/sampling.py)
-            k, v = cache.update(self.layer_idx, k, v)
-        # mask: None is causal; an explicit bool mask serves the KV cache, or several sequences packed in one row
-        if self.config.attention == "manual":
+            y = cache.attend(self.layer_idx, q, k, v)
+        elif self.config.attention == "manual":
             # the lecture's first version: every (T, T) score in memory, each token sees only the past
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, n_head, T, T_k)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, n_head, T, T)
             if mask is None:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
@@ -161,7 +161,7 @@ class GPT(nn.Module):
         With a KV cache (sampling), the tokens continue the cached ones."""
         T = idx.size(1)
         if cache is not None:
-            pos, mask = cache.positions(T)
+            pos = cache.positions(T)
         elif pos is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")

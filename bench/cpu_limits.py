@@ -3,15 +3,17 @@ and in bf16, a large memory read), then what learners run, each as a fraction of
   - a training step (forward, backward, AdamW) of the mini preset: achieved FLOP/s against the matmul peak of its
     dtype;
   - sampling with the KV cache (gpt2 shape, greedy), the weights in fp32 and in bf16 (sample.py --dtype):
-    tokens/s against the memory bound (each decode step reads every weight once);
+    tokens/s against the memory bound (each decode step reads every weight once), and (--before REV) the same by
+    the code of an earlier commit, whose fp32 greedy tokens must be today's;
   - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, and (--before REV) as it
     was at an earlier commit, side by side: wall, user and kernel time, peak memory and the final val loss.
 
-    python bench/cpu_limits.py --before 01190b4       # -> bench/results/cpu_limits.json
+    python bench/cpu_limits.py --before 57db669       # -> bench/results/cpu_limits.json
     python bench/cpu_limits.py --skip-quickstart --steps 3
 """
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -65,21 +67,41 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
             "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}
 
 
-def sampling_figures(model_name, batch, new_tokens, read_limit_gbs, dtype):
-    """Greedy KV-cache decoding of random prompts with the weights in dtype; the bound: one read of every weight per
-    decode step."""
-    torch.manual_seed(0)
-    model = tg.GPT(tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(DTYPES[dtype]).eval()
-    prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
-    with torch.no_grad():
-        model.generate(prompts, 4, temperature=0)  # warm-up
-        t0 = time.perf_counter()
-        model.generate(prompts, new_tokens, temperature=0)
-        seconds = time.perf_counter() - t0
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+# run in a child process inside a checkout (this one or --before's), so that each is timed with its own code
+SAMPLING_CHILD = """
+import json, sys, time, torch
+sys.path.insert(0, ".")
+import train_gpt2 as tg
+from gptkit.tokenizer import GPT2_VOCAB_SIZE
+name, batch, new_tokens, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
+torch.manual_seed(0)
+model = tg.GPT(tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(dtype).eval()
+prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
+model.generate(prompts, 4, temperature=0)  # warm-up
+t0 = time.perf_counter()
+tokens = model.generate(prompts, new_tokens, temperature=0)
+print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))
+"""
+
+
+def sampling_run(checkout, model_name, batch, new_tokens, dtype):
+    """Greedy KV-cache decoding of random prompts (random weights in dtype) by the code in checkout: seconds, tokens."""
+    r = subprocess.run([sys.executable, "-c", SAMPLING_CHILD, model_name, str(batch), str(new_tokens), dtype],
+                       cwd=checkout, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"error: sampling failed in {checkout}:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def sampling_figures(runs, model_name, batch, new_tokens, read_limit_gbs, dtype):
+    """tokens/s (the median run) against the memory bound: one read of every weight per decode step."""
+    seconds = sorted(run["seconds"] for run in runs)[len(runs) // 2]
+    config = tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]
+    weight_bytes = tg.GPT(config).num_params() * DTYPES[dtype].itemsize
     bound = batch * read_limit_gbs * 1e9 / weight_bytes
-    return {"tokens_per_s": round(batch * new_tokens / seconds, 1), "bound_tokens_per_s": round(bound, 1),
-            "fraction_of_bound": round(batch * new_tokens / seconds / bound, 3), "weight_mb": weight_bytes // 2**20}
+    tokens_per_s = batch * new_tokens / seconds
+    return {"tokens_per_s": round(tokens_per_s, 1), "bound_tokens_per_s": round(bound, 1),
+            "fraction_of_bound": round(tokens_per_s / bound, 3), "weight_mb": weight_bytes // 2**20}
 
 
 def quickstart_figures(checkout, steps, out_dir, flags=()):
@@ -116,8 +138,10 @@ def main():
     parser.add_argument("--sample-model", default="gpt2", help="preset sampled from (random weights)")
     parser.add_argument("--sample-batch", type=int, default=4, help="sequences sampled together")
     parser.add_argument("--sample-tokens", type=int, default=100, help="new tokens per sequence")
+    parser.add_argument("--sample-rounds", type=int, default=3, help="runs of each sampling variant (the median counts)")
     parser.add_argument("--quickstart-steps", type=int, default=100, help="steps of each quick start (its own: 100)")
-    parser.add_argument("--before", metavar="REV", help="also run the quick start of this commit (a git worktree)")
+    parser.add_argument("--before", metavar="REV", help="also time sampling and the quick start of this commit (a git "
+                                                        "worktree)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of quick starts, the variants alternating")
     parser.add_argument("--skip-quickstart", action="store_true", help="leave the quick starts out")
     parser.add_argument("--out", help="JSON to write (default: bench/results/cpu_limits.json)")
@@ -132,32 +156,53 @@ def main():
         dtype: train_step_figures(args.model, args.batch_size, args.seq_len, dtype, args.steps, peaks)
         for dtype in DTYPES}}
     print(figures["train_step"], flush=True)
-    figures["sampling"] = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens,
-                           **{dtype: sampling_figures(args.sample_model, args.sample_batch, args.sample_tokens, read,
-                                                      dtype) for dtype in DTYPES}}
-    print(figures["sampling"], flush=True)
-    if not args.skip_quickstart:
-        with tempfile.TemporaryDirectory() as tmp:
-            variants = {"now": (ROOT, []), "now_float32": (ROOT, ["--dtype", "float32"])}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkouts = {"now": ROOT}
+        if args.before:
+            checkouts = {f"before_{args.before}": os.path.join(tmp, "before"), **checkouts}
+            subprocess.run(["git", "worktree", "add", "--detach", checkouts[f"before_{args.before}"], args.before],
+                           cwd=ROOT, check=True)
+        try:
+            figures["sampling"] = sampling_side_by_side(checkouts, args, read)
+            print(figures["sampling"], flush=True)
+            if not args.skip_quickstart:
+                figures["quickstart"] = quickstart_side_by_side(checkouts, args, tmp)
+        finally:
             if args.before:
-                before = os.path.join(tmp, "before")
-                subprocess.run(["git", "worktree", "add", "--detach", before, args.before], cwd=ROOT, check=True)
-                variants = {f"before_{args.before}": (before, []), **variants}
-            runs = {name: [] for name in variants}
-            try:
-                for checkout in {checkout for checkout, _ in variants.values()}:
-                    prepare_shards(checkout)
-                for i in range(args.rounds):
-                    for name, (checkout, flags) in variants.items():
-                        out_dir = os.path.join(tmp, f"{name}{i}")
-                        runs[name].append(quickstart_figures(checkout, args.quickstart_steps, out_dir, flags))
-                        print(name, runs[name][-1], flush=True)
-            finally:
-                if args.before:
-                    subprocess.run(["git", "worktree", "remove", "--force", before], cwd=ROOT, check=True)
-        figures["quickstart"] = {"steps": args.quickstart_steps, **runs}
+                subprocess.run(["git", "worktree", "remove", "--force", checkouts[f"before_{args.before}"]], cwd=ROOT,
+                               check=True)
     save_result("cpu_limits", "cpu", figures, args.out)
 
+
+def sampling_side_by_side(checkouts, args, read):
+    """Every checkout's sampling in both dtypes, --sample-rounds times, alternating; whether fp32 greedy tokens agree."""
+    runs = {(name, dtype): [] for name in checkouts for dtype in DTYPES}
+    for _ in range(args.sample_rounds):
+        for (name, dtype), done in runs.items():
+            done.append(sampling_run(checkouts[name], args.sample_model, args.sample_batch, args.sample_tokens, dtype))
+    figures = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens}
+    for name in checkouts:
+        figures[name] = {dtype: sampling_figures(runs[name, dtype], args.sample_model, args.sample_batch,
+                                                 args.sample_tokens, read, dtype) for dtype in DTYPES}
+    if args.before:
+        figures["float32_greedy_tokens_as_before"] = (runs[f"before_{args.before}", "float32"][0]["tokens"]
+                                                      == runs["now", "float32"][0]["tokens"])
+    return figures
+
+
+def quickstart_side_by_side(checkouts, args, tmp):
+    """The quick start of every checkout, and this one's with --dtype float32, --rounds times, alternating."""
+    variants = {name: (checkout, []) for name, checkout in checkouts.items()}
+    variants["now_float32"] = (ROOT, ["--dtype", "float32"])
+    for checkout in checkouts.values():
+        prepare_shards(checkout)
+    runs = {name: [] for name in variants}
+    for i in range(args.rounds):
+        for name, (checkout, flags) in variants.items():
+            runs[name].append(quickstart_figures(checkout, args.quickstart_steps, os.path.join(tmp, f"{name}{i}"),
+                                                 flags))
+            print(name, runs[name][-1], flush=True)
+    return {"steps": args.quickstart_steps, **runs}
 
 if __name__ == "__main__":
     main()

@@ -109,8 +109,9 @@ class ModernAttention(nn.Module):
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            y = cache.attend(self.layer_idx, q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -199,7 +200,7 @@ class ModernGPT(nn.Module):
     def hidden_states(self, idx, pos=None, mask=None, cache=None):
         T = idx.size(1)
         if cache is not None:
-            pos, mask = cache.positions(T)
+            pos = cache.positions(T)
         elif pos is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")

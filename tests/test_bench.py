@@ -130,13 +130,15 @@ def test_lecture_stages_reads_the_stages_step_lines(tmp_path):
         assert figures[f"stage_{n}"]["printed"][-1].endswith(" parameters")
 
 
-def test_cpu_limits_measures_the_limits_and_runs_the_quick_start_before_and_now(tmp_path):
+def test_cpu_limits_measures_the_limits_and_runs_sampling_and_the_quick_start_before_and_now(tmp_path):
     bench(tmp_path, "cpu_limits.py", "--matmul-size", 256, "--repeats", 2, "--model", "tiny", "-B", 2, "-T", 32,
-          "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--quickstart-steps", 2, "--before", "HEAD")
+          "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--sample-rounds", 1, "--quickstart-steps", 2, "--before", "HEAD")
     figures = result(tmp_path, "cpu_limits")
     assert figures["limits"]["matmul_gflops"]["bfloat16"] > 0 and figures["limits"]["read_gbs"] > 0
     assert 0 < figures["train_step"]["float32"]["fraction_of_peak"]
-    assert figures["sampling"]["bfloat16"]["weight_mb"] < figures["sampling"]["float32"]["weight_mb"]
+    sampling = figures["sampling"]
+    assert sampling["now"]["bfloat16"]["weight_mb"] < sampling["now"]["float32"]["weight_mb"]
+    assert sampling["before_HEAD"]["float32"]["tokens_per_s"] > 0 and sampling["float32_greedy_tokens_as_before"]
     runs = figures["quickstart"]
     assert set(runs) == {"steps", "before_HEAD", "now", "now_float32"} and runs["now"][0]["final_val_loss"] > 0
     assert not (ROOT / ".git" / "worktrees").exists() or not os.listdir(ROOT / ".git" / "worktrees")  # removed

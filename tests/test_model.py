@@ -1,5 +1,6 @@
 """The model half of train_gpt2.py: GPT-2 exactly (parity with transformers), sampling, presets."""
 
+import copy
 import math
 import os
 import signal
@@ -12,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
-from gptkit import distributed, memory
+from gptkit import distributed, memory, sampling
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
 from gptkit.signals import StopRequest
@@ -130,6 +131,41 @@ def test_generation_stops_at_block_size(small):
     _, ours = small
     out = ours.generate([list(range(60))], 50, temperature=0)
     assert len(out[0]) == 64
+
+
+def test_kv_cache_fed_in_pieces_gives_the_full_forward(small):
+    """A cache filled 3 tokens, then 4 (a second causal block after cached ones), then 1 at a time."""
+    _, ours = small
+    idx = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(0))
+    cache = sampling.KVCache(ours.config, 2, 10, "cpu", torch.float32)
+    with torch.no_grad():
+        pieces = [ours.hidden_states(idx[:, a:b], cache=cache) for a, b in ((0, 3), (3, 7), (7, 8), (8, 10))]
+        torch.testing.assert_close(torch.cat(pieces, dim=1), ours.hidden_states(idx), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="KV cache holds 10 positions; cannot add 1 after 10"):
+        cache.positions(1)
+
+
+@pytest.mark.skipif(not sampling.can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="no oneDNN bf16 here")
+def test_bf16_sampling_on_packed_weights_is_bit_for_bit_the_plain_model(small):
+    _, ours = small
+    model = copy.deepcopy(ours).to(torch.bfloat16)
+    x = torch.randn(3, 1, 64, dtype=torch.bfloat16)
+    linear = model.transformer.h[0].mlp.c_fc
+    with torch.no_grad():
+        assert torch.equal(sampling.PackedLinear(linear, 3)(x), linear(x))
+        with sampling.packed_linears(model, 3):
+            assert type(model.transformer.h[1].attn.c_attn) is sampling.PackedLinear
+            assert type(model.lm_head) is sampling.PackedLinear
+            packed, = model.generate([[1, 2, 3]], 12, temperature=0)
+        assert type(model.lm_head) is torch.nn.Linear and model.transformer.wte.weight is model.lm_head.weight
+        plain = [1, 2, 3]
+        for _ in range(12):  # the plain modules, no cache: the lecture's loop
+            logits, _ = model(torch.tensor([plain]))
+            plain.append(logits[0, -1].argmax().item())
+    assert packed == plain
+    with pytest.raises(RuntimeError), sampling.packed_linears(model, 1):
+        raise RuntimeError
+    assert type(model.lm_head) is torch.nn.Linear  # put back after an error too
 
 
 def test_parameter_counts_on_meta_device():
