@@ -123,6 +123,20 @@ def test_sampling_packed_rows_and_hellaswag_work_with_every_switch():
             assert sums[i, j].item() == pytest.approx(ref.item(), abs=1e-3)
 
 
+def test_soft_cap_is_cap_tanh_with_its_gradient_and_leaves_the_logits_alone():
+    z = (torch.randn(6, 7, dtype=torch.float64) * 30).requires_grad_()
+    before = z.detach().clone()
+    assert torch.autograd.gradcheck(lambda z: modern.SoftCap.apply(z, 15.0), (z,))
+    torch.testing.assert_close(modern.SoftCap.apply(z, 15.0), 15 * torch.tanh(before / 15))
+    assert torch.equal(z.detach(), before)  # float logits are copied, not capped in place
+    zb = (torch.randn(4, 9) * 30).bfloat16().requires_grad_()  # the head's logits under autocast
+    before = zb.detach().clone()
+    y = modern.SoftCap.apply(zb, 15.0)
+    y.sum().backward()
+    assert y.dtype == torch.float32 and zb.grad.dtype == torch.bfloat16 and torch.equal(zb.detach(), before)
+    torch.testing.assert_close(y, 15 * torch.tanh(zb.float() / 15), atol=1e-5, rtol=0)
+
+
 def test_chunked_loss_through_the_soft_cap_matches_the_full_logits():
     model = modern_model(softcap=5.0)
     with torch.no_grad():
