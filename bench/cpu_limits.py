@@ -5,8 +5,9 @@ and in bf16, a large memory read), then what learners run, each as a fraction of
   - sampling with the KV cache (gpt2 shape, greedy), the weights in fp32 and in bf16 (sample.py --dtype):
     tokens/s against the memory bound (each decode step reads every weight once), and (--before REV) the same by
     the code of an earlier commit, whose fp32 greedy tokens must be today's;
-  - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, and (--before REV) as it
-    was at an earlier commit, side by side: wall, user and kernel time, peak memory and the final val loss.
+  - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, (--before REV) as it was at
+    an earlier commit, and the lecture's own code (stage 15) on the same settings, side by side: wall, user and
+    kernel time, peak memory and the final val loss.
 
     python bench/cpu_limits.py --before 57db669       # -> bench/results/cpu_limits.json
     python bench/cpu_limits.py --skip-quickstart --steps 3
@@ -104,12 +105,29 @@ def sampling_figures(runs, model_name, batch, new_tokens, read_limit_gbs, dtype)
             "fraction_of_bound": round(tokens_per_s / bound, 3), "weight_mb": weight_bytes // 2**20}
 
 
+# the quick start's settings (gptkit/settings.py QUICKSTART, the tiny preset) in the flags of the lecture's own
+# code, stage 15 (stages/), with its CPU defaults: fp32, AdamW unfused, glibc's malloc as it comes
+LECTURE_QUICKSTART = ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--data-dir", "data/tinyshakespeare",
+                      "-B", "8", "-T", "256", "--total-batch-size", "2048", "--warmup-steps", "10", "--max-lr", "1e-3",
+                      "--eval-interval", "25", "--eval-steps", "4", "--hellaswag-interval", "0", "--sample-interval",
+                      "50", "--num-samples", "2", "--max-length", "48", "--checkpoint-interval", "50"]
+
+
+def quickstart_command(checkout, steps, out_dir, flags):
+    """The quick start of checkout's train_gpt2.py, or with checkout None the lecture's (stage 15) on its settings."""
+    if checkout is None:
+        return [sys.executable, os.path.join("stages", "out", "15", "train_gpt2.py"), *LECTURE_QUICKSTART,
+                "--steps", str(steps), "--log-dir", out_dir]
+    return [sys.executable, "train_gpt2.py", "--quickstart", "--max-steps", str(steps), "--out-dir", out_dir, *flags]
+
+
 def quickstart_figures(checkout, steps, out_dir, flags=()):
-    """One quick start of the train_gpt2.py in checkout, in a child process: wall, user and kernel seconds, peak
-    memory (MiB) and its last val loss. Its shards are made beforehand, untimed (prepare_shards)."""
-    cmd = [sys.executable, "train_gpt2.py", "--quickstart", "--max-steps", str(steps), "--out-dir", out_dir, *flags]
+    """One quick start (quickstart_command) in a child process: wall, user and kernel seconds, peak memory (MiB)
+    and its last val loss. Its shards are made beforehand, untimed (prepare_shards)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(quickstart_command(checkout, steps, out_dir, flags), cwd=checkout or ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": ROOT})  # stage 15 imports hellaswag.py
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
@@ -191,11 +209,15 @@ def sampling_side_by_side(checkouts, args, read):
 
 
 def quickstart_side_by_side(checkouts, args, tmp):
-    """The quick start of every checkout, and this one's with --dtype float32, --rounds times, alternating."""
+    """The quick start of every checkout, this one's with --dtype float32, and the lecture's code on its settings,
+    --rounds times, alternating."""
     variants = {name: (checkout, []) for name, checkout in checkouts.items()}
     variants["now_float32"] = (ROOT, ["--dtype", "float32"])
+    variants["lecture_stage_15"] = (None, [])
     for checkout in checkouts.values():
         prepare_shards(checkout)
+    subprocess.run([sys.executable, os.path.join("stages", "stage.py"), "15"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)  # writes stages/out/15/train_gpt2.py
     runs = {name: [] for name in variants}
     for i in range(args.rounds):
         for name, (checkout, flags) in variants.items():

@@ -117,6 +117,8 @@ def main(argv=None):
     p.add_argument("--target", type=float, help="val loss to reach (default: the lecture recipe's final one)")
     p.add_argument("--ablation", action="store_true", help="also train each modern change on its own")
     p.add_argument("--modern-flags", default="", help="extra train_gpt2.py flags for the modern run (tuning)")
+    p.add_argument("--out", help="JSON to write, the PNG beside it (default: bench/results/recipe_race_<model>_<data>_"
+                                 "<budget>k.json)")
     args = p.parse_args(argv)
     if not os.path.isdir(args.data_dir):
         fineweb.main(["--dataset", "tinyshakespeare", "--out", args.data_dir])
@@ -142,17 +144,21 @@ def main(argv=None):
             for name in curves}
     for name, row in rows.items():
         share = f"{row['share_of_budget']:.2f}" if row["share_of_budget"] else "not reached"
-        print(f"{name:12s} final val {row['final_val_loss']:.4f} | tokens to {target:.4f}: {share} of the budget")
+        print(f"{name:12s} final val {row['final_val_loss']:.4f} | tokens to {target:.4f}: {share} of the budget, "
+              f"{row['seconds_to_target']} s | {row['seconds_per_step']} s a step")
     tag = f"{args.model}_{os.path.basename(os.path.normpath(args.data_dir))}_{budget // 1000}k"
-    png = os.path.join(RESULTS, f"recipe_race_{tag}.png")
-    os.makedirs(RESULTS, exist_ok=True)
+    out = args.out or os.path.join(RESULTS, f"recipe_race_{tag}.json")
+    png = os.path.splitext(out)[0] + ".png"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     plot(curves, target, png)
     save_result(f"recipe_race_{tag}", autodetect_device(), {
         "model": args.model, "data": args.data_dir, "budget_tokens": budget, "target_val_loss": target,
         "modern_over_lecture_tokens": (reach["modern"] / reach["lecture"]) if reach["modern"] else None,
         "modern_half_reaches_target": rows["modern_half"]["final_val_loss"] <= target,
+        "modern_over_lecture_seconds": (rows["modern"]["seconds_to_target"] / rows["lecture"]["seconds_to_target"])
+        if reach["modern"] and reach["lecture"] else None,
         "runs": rows, "curves": {name: {str(t): v for t, v in sorted(c.items())} for name, c in curves.items()},
-        "plot": os.path.relpath(png, ROOT)})
+        "plot": os.path.relpath(png, ROOT)}, out)
     return 0
 
 
