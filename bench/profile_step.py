@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
+from gptkit import cpu  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
 from common import RESULTS, save_result  # noqa: E402
 from train_throughput import VARIANTS, add_step_arguments, make_step  # noqa: E402
@@ -45,6 +46,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--rows", type=int, default=30, help="rows of the operator table")
     args = parser.parse_args()
+    cpu.keep_freed_memory()  # as train_gpt2.main does: no page faults for the buffers a step frees
 
     torch.set_float32_matmul_precision("high")
     config = tg.preset(args.model)[0]

@@ -131,11 +131,11 @@ def test_lecture_stages_reads_the_stages_step_lines(tmp_path):
 
 
 def test_cpu_limits_measures_the_limits_and_runs_sampling_and_the_quick_start_before_and_now(tmp_path):
-    bench(tmp_path, "cpu_limits.py", "--matmul-size", 256, "--repeats", 2, "--model", "tiny", "-B", 2, "-T", 32,
+    bench(tmp_path, "cpu_limits.py", "--matmul-size", 256, "--repeats", 2, "--models", "tiny", "-B", 2, "-T", 32,
           "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--sample-rounds", 1, "--quickstart-steps", 2, "--before", "HEAD")
     figures = result(tmp_path, "cpu_limits")
     assert figures["limits"]["matmul_gflops"]["bfloat16"] > 0 and figures["limits"]["read_gbs"] > 0
-    assert 0 < figures["train_step"]["float32"]["fraction_of_peak"]
+    assert 0 < figures["train_step"]["tiny"]["float32"]["fraction_of_peak"]
     sampling = figures["sampling"]
     assert sampling["now"]["bfloat16"]["weight_mb"] < sampling["now"]["float32"]["weight_mb"]
     assert sampling["before_HEAD"]["float32"]["tokens_per_s"] > 0 and sampling["float32_greedy_tokens_as_before"]
