@@ -124,12 +124,12 @@ def test_sampling_packed_rows_and_hellaswag_work_with_every_switch():
 
 
 def test_soft_cap_is_cap_tanh_with_its_gradient_and_leaves_the_logits_alone():
-    z = (torch.randn(6, 7, dtype=torch.float64) * 30).requires_grad_()
+    z = (torch.randn(2, 35, 3, dtype=torch.float64) * 30).requires_grad_()  # 70 rows: blocks of 32, 32 and 6
     before = z.detach().clone()
     assert torch.autograd.gradcheck(lambda z: modern.SoftCap.apply(z, 15.0), (z,))
     torch.testing.assert_close(modern.SoftCap.apply(z, 15.0), 15 * torch.tanh(before / 15))
     assert torch.equal(z.detach(), before)  # float logits are copied, not capped in place
-    zb = (torch.randn(4, 9) * 30).bfloat16().requires_grad_()  # the head's logits under autocast
+    zb = (torch.randn(2, 40, 9) * 30).bfloat16().requires_grad_()  # the head's logits under autocast
     before = zb.detach().clone()
     y = modern.SoftCap.apply(zb, 15.0)
     y.sum().backward()
