@@ -1,5 +1,6 @@
-"""The CPU path against this machine's own limits, measured in one run: first the limits (a large matmul in fp32
-and in bf16, a large memory read), then what learners run, each as a fraction of the limit that bounds it:
+"""The CPU path against this machine's own limits, measured in one run: the limits (a large matmul in fp32 and in
+bf16, a large memory read), then what learners run, each as a fraction of the limit that bounds it (the quick
+starts run first, while this process is still small):
   - a training step (forward, backward, AdamW) of the mini preset (6 x 384) and of gpt2: achieved FLOP/s against
     the matmul peak of its dtype, with glibc's malloc set as the trainer sets it;
   - sampling with the KV cache (gpt2 shape, greedy), the weights in fp32 and in bf16 (sample.py --dtype):
@@ -9,7 +10,7 @@ and in bf16, a large memory read), then what learners run, each as a fraction of
     an earlier commit, and the lecture's own code (stage 15) on the same settings, side by side: wall, user and
     kernel time, peak memory and the final val loss.
 
-    python bench/cpu_limits.py --before 57db669       # -> bench/results/cpu_limits.json
+    python bench/cpu_limits.py --before 01190b4       # -> bench/results/cpu_limits.json
     python bench/cpu_limits.py --skip-quickstart --steps 3
 """
 
@@ -176,17 +177,7 @@ def main():
     parser.add_argument("--skip-quickstart", action="store_true", help="leave the quick starts out")
     parser.add_argument("--out", help="JSON to write (default: bench/results/cpu_limits.json)")
     args = parser.parse_args()
-    cpu.keep_freed_memory()  # as train_gpt2.main does: no page faults for the buffers a step frees
-
-    peaks = {name: matmul_gflops(args.matmul_size, dtype, args.repeats) for name, dtype in DTYPES.items()}
-    read = read_gbs(args.read_gib, args.repeats)
-    figures = {"limits": {"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()}, "read_gbs": round(read, 1),
-                          "matmul_size": args.matmul_size}}
-    print(figures, flush=True)
-    figures["train_step"] = {"B": args.batch_size, "T": args.seq_len, **{
-        model: {dtype: train_step_figures(model, args.batch_size, args.seq_len, dtype, args.steps, peaks)
-                for dtype in DTYPES} for model in args.models}}
-    print(figures["train_step"], flush=True)
+    figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         checkouts = {"now": ROOT}
         if args.before:
@@ -194,10 +185,20 @@ def main():
             subprocess.run(["git", "worktree", "add", "--detach", checkouts[f"before_{args.before}"], args.before],
                            cwd=ROOT, check=True)
         try:
+            if not args.skip_quickstart:  # first, while this process is small: a child's peak memory includes ours
+                figures["quickstart"] = quickstart_side_by_side(checkouts, args, tmp)
+            cpu.keep_freed_memory()  # as train_gpt2.main does: no page faults for the buffers a step frees
+            peaks = {name: matmul_gflops(args.matmul_size, dtype, args.repeats) for name, dtype in DTYPES.items()}
+            read = read_gbs(args.read_gib, args.repeats)
+            figures["limits"] = {"matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
+                                 "read_gbs": round(read, 1), "matmul_size": args.matmul_size}
+            print(figures["limits"], flush=True)
+            figures["train_step"] = {"B": args.batch_size, "T": args.seq_len, **{
+                model: {dtype: train_step_figures(model, args.batch_size, args.seq_len, dtype, args.steps, peaks)
+                        for dtype in DTYPES} for model in args.models}}
+            print(figures["train_step"], flush=True)
             figures["sampling"] = sampling_side_by_side(checkouts, args, read)
             print(figures["sampling"], flush=True)
-            if not args.skip_quickstart:
-                figures["quickstart"] = quickstart_side_by_side(checkouts, args, tmp)
         finally:
             if args.before:
                 subprocess.run(["git", "worktree", "remove", "--force", checkouts[f"before_{args.before}"]], cwd=ROOT,
