@@ -38,14 +38,16 @@ class KVCache:
 
 def cache_dtype(weight_dtype, device):
     """The KV cache's dtype. On a CPU always fp32: at one query row the CPU's bf16 attention kernel was 3 to 6x
-    slower than the fp32 one (gpt2 shape; bench/cpu_limits.py), and the cache is small beside the weights."""
+    slower than the fp32 one (gpt2 shape, 50 to 100 cached positions, timed on its own on this project's 2-core CI
+    machine), and the cache is small beside the weights."""
     return torch.float32 if device.type == "cpu" else weight_dtype
 
 
 class PackedLinear(nn.Module):
     """An nn.Linear whose bf16 weight oneDNN lays out once for its own kernel (on a CPU). The same numbers as
-    F.linear, bit for bit, but at the few rows of a decode step it reads the weights about twice as fast (gpt2
-    shape, 4 rows: 18 to 21 GB/s against 10 to 14 on this project's 2-core CI machine)."""
+    F.linear, bit for bit, but at the few rows of a decode step it reads the weights about twice as fast (gpt2's
+    matrices timed on their own at 4 rows: 18 to 21 GB/s against 10 to 14 on this project's 2-core CI machine;
+    whole decoding: bench/cpu_limits.py)."""
 
     def __init__(self, linear, rows):
         super().__init__()
@@ -57,6 +59,7 @@ class PackedLinear(nn.Module):
 
 
 def can_pack(weight):
+    """Whether oneDNN can take this weight: bf16, on a CPU whose oneDNN build multiplies bf16."""
     return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
