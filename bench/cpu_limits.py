@@ -28,7 +28,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train_gpt2 as tg  # noqa: E402
-from gptkit import cpu, flops  # noqa: E402
+from gptkit import cpu, flops, memory  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
@@ -110,8 +110,7 @@ def sampling_run(checkout, model_name, batch, new_tokens, dtype):
 def sampling_figures(runs, model_name, batch, new_tokens, read_limit_gbs, dtype):
     """tokens/s (the median run) against the memory bound: one read of every weight per decode step."""
     seconds = sorted(run["seconds"] for run in runs)[len(runs) // 2]
-    config = tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]
-    weight_bytes = tg.GPT(config).num_params() * DTYPES[dtype].itemsize
+    weight_bytes = memory.parameter_count(tg.preset(model_name, vocab_size=GPT2_VOCAB_SIZE)[0]) * DTYPES[dtype].itemsize
     bound = batch * read_limit_gbs * 1e9 / weight_bytes
     tokens_per_s = batch * new_tokens / seconds
     return {"tokens_per_s": round(tokens_per_s, 1), "bound_tokens_per_s": round(bound, 1),
@@ -169,7 +168,8 @@ def main():
     parser.add_argument("--sample-model", default="gpt2", help="preset sampled from (random weights)")
     parser.add_argument("--sample-batch", type=int, default=4, help="sequences sampled together")
     parser.add_argument("--sample-tokens", type=int, default=100, help="new tokens per sequence")
-    parser.add_argument("--sample-rounds", type=int, default=3, help="runs of each sampling variant (the median counts)")
+    parser.add_argument("--sample-rounds", type=int, default=3,
+                        help="runs of each sampling variant (the median counts)")
     parser.add_argument("--quickstart-steps", type=int, default=100, help="steps of each quick start (its own: 100)")
     parser.add_argument("--before", metavar="REV", help="also time sampling and the quick start of this commit (a git "
                                                         "worktree)")
@@ -207,7 +207,8 @@ def main():
 
 
 def sampling_side_by_side(checkouts, args, read):
-    """Every checkout's sampling in both dtypes, --sample-rounds times, alternating; whether fp32 greedy tokens agree."""
+    """Every checkout's sampling in both dtypes, --sample-rounds times, alternating; whether fp32 greedy tokens
+    agree."""
     runs = {(name, dtype): [] for name in checkouts for dtype in DTYPES}
     for _ in range(args.sample_rounds):
         for (name, dtype), done in runs.items():
@@ -239,6 +240,7 @@ def quickstart_side_by_side(checkouts, args, tmp):
                                                  flags))
             print(name, runs[name][-1], flush=True)
     return {"steps": args.quickstart_steps, **runs}
+
 
 if __name__ == "__main__":
     main()

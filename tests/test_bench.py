@@ -132,7 +132,8 @@ def test_lecture_stages_reads_the_stages_step_lines(tmp_path):
 
 def test_cpu_limits_measures_the_limits_and_runs_sampling_and_the_quick_start_before_and_now(tmp_path):
     bench(tmp_path, "cpu_limits.py", "--matmul-size", 256, "--repeats", 2, "--models", "tiny", "-B", 2, "-T", 32,
-          "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--sample-rounds", 1, "--quickstart-steps", 2, "--before", "HEAD")
+          "--steps", 1, "--sample-model", "tiny", "--sample-tokens", 4, "--sample-rounds", 1, "--quickstart-steps", 2,
+          "--before", "HEAD")
     figures = result(tmp_path, "cpu_limits")
     assert figures["limits"]["matmul_gflops"]["bfloat16"] > 0 and figures["limits"]["read_gbs"] > 0
     assert 0 < figures["train_step"]["tiny"]["float32"]["fraction_of_peak"]
