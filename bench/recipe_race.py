@@ -12,17 +12,20 @@ Tokens to the target are read off each run's own curve (linearly between evaluat
 that crosses the target halfway through its schedule would get there at least as soon with a schedule of half
 the length, so the ratio is conservative for the faster recipe. The modern recipe is also trained once more with
 half the budget and its own (shorter) schedule: "modern_half", whose final val loss answers the question directly.
+Seconds are wall time per step, evaluations and start-up included; on a shared machine, --rounds N trains the
+lecture and the modern recipe N times each, taking turns, and takes each one's median (the curves must repeat).
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fineweb  # noqa: E402
-from gptkit.cli import HelpFormatter  # noqa: E402
+from gptkit.cli import HelpFormatter, positive_int  # noqa: E402
 from gptkit.distributed import autodetect_device  # noqa: E402
 from common import RESULTS, save_result  # noqa: E402
 
@@ -117,6 +120,9 @@ def main(argv=None):
     p.add_argument("--target", type=float, help="val loss to reach (default: the lecture recipe's final one)")
     p.add_argument("--ablation", action="store_true", help="also train each modern change on its own")
     p.add_argument("--modern-flags", default="", help="extra train_gpt2.py flags for the modern run (tuning)")
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="train the lecture and the modern recipe this many times each, taking turns, for their "
+                        "median seconds per step")
     p.add_argument("--out", help="JSON to write, the PNG beside it (default: bench/results/recipe_race_<model>_<data>_"
                                  "<budget>k.json)")
     args = p.parse_args(argv)
@@ -129,14 +135,26 @@ def main(argv=None):
     if args.ablation:
         variants.update({name: (flags, args.steps) for name, flags in CHANGES.items()})
     curves, seconds = {}, {}
+    timed = {name: [] for name in ("lecture", "modern")}
     for name, (flags, steps) in variants.items():
         curves[name], seconds[name] = run_recipe(name, flags, steps, args)
+        if name in timed:
+            timed[name].append(seconds[name])
+    for _ in range(args.rounds - 1):  # the same runs again, in turns, for their time only
+        for name in timed:
+            curve, s = run_recipe(name, *variants[name], args)
+            if curve != curves[name]:
+                raise SystemExit(f"error: {name} did not repeat its val losses ({curve} against {curves[name]}): "
+                                 "the rounds would time different runs")
+            timed[name].append(s)
+    seconds.update({name: statistics.median(times) for name, times in timed.items()})
     target = args.target or curves["lecture"][max(curves["lecture"])]
     reach = {name: tokens_to_reach(curve, target) for name, curve in curves.items()}
     budget = args.steps * args.total_batch_size
     rows = {name: {"final_val_loss": curves[name][max(curves[name])], "tokens_to_target": reach[name],
                    "share_of_budget": reach[name] / budget if reach[name] else None,
                    "seconds_per_step": round(seconds[name], 3), "flags": " ".join(variants[name][0]),
+                   "seconds_per_step_each_round": [round(t, 3) for t in timed.get(name, [seconds[name]])],
                    # wall time to the target at this run's average step time (evaluations included)
                    "seconds_to_target": round(reach[name] / args.total_batch_size * seconds[name], 1)
                    if reach[name] else None,

@@ -44,32 +44,56 @@ def cache_dtype(weight_dtype, device):
 
 
 class PackedLinear(nn.Module):
-    """An nn.Linear whose bf16 weight oneDNN lays out once for its own kernel (on a CPU). The same numbers as
-    F.linear, bit for bit, but at the few rows of a decode step it reads the weights about twice as fast (gpt2's
-    matrices timed on their own at 4 rows: 18 to 21 GB/s against 10 to 14 on this project's 2-core CI machine;
-    whole decoding: bench/cpu_limits.py)."""
+    """An nn.Linear whose weight oneDNN lays out once for its own kernel (on a CPU). At the few rows of a decode
+    step it reads the weights far faster than F.linear: gpt2's 49 matrices one after another at 4 rows, on this
+    project's 2-core CI machine, about 20 GB/s against 5 in fp32 (a plain sum of the same weights: 21 to 26), and
+    twice F.linear's rate in bf16 (whole decoding: bench/cpu_limits.py). In bf16 the same numbers as F.linear, bit
+    for bit; in fp32 oneDNN adds in its own order, so the outputs differ from F.linear's by rounding (about 1e-6 of
+    their largest value)."""
 
     def __init__(self, linear, rows):
         super().__init__()
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)  # a copy, laid out
-        self.bias = linear.bias
+        self.weight, self.bias = linear.weight, linear.bias
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)  # a copy, laid out
 
     def forward(self, x):
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        if torch.compiler.is_compiling():  # inductor takes this op on frozen weights only, and lays them out itself
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 def can_pack(weight):
-    """Whether oneDNN can take this weight: bf16, on a CPU whose oneDNN build multiplies bf16."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether oneDNN can take this weight: on a CPU with oneDNN, fp32, or bf16 where oneDNN multiplies bf16. Not
+    under autocast, which runs the plain modules in bf16 (sampling during training)."""
+    if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled("cpu"):
+        return False
+    return weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16
+                                             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def available_memory():
+    """Bytes of memory the system could hand out now (Linux's MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 @contextlib.contextmanager
 def packed_linears(model, rows):
-    """While sampling with bf16 weights on a CPU, every plain nn.Linear of the model is a PackedLinear (the weights
-    once more, laid out: 0.1 s and 237 MB for gpt2); put back afterwards. Elsewhere the model as it is."""
+    """While sampling on a CPU, every plain nn.Linear of the model is a PackedLinear, put back afterwards. The
+    weights are held once more, laid out (for gpt2: 237 MB and 0.1 s in bf16, 474 MB in fp32), so where that copy
+    would take more than half of the memory still available, the model samples as it is; elsewhere too."""
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if type(child) is nn.Linear and can_pack(child.weight)]
+    copy_bytes = sum(child.weight.numel() * child.weight.element_size() for _, _, child in swaps)
+    available = available_memory()
+    if available is not None and copy_bytes > available // 2:
+        swaps = []
     try:
         for parent, name, child in swaps:
             setattr(parent, name, PackedLinear(child, rows))

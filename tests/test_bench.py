@@ -98,7 +98,8 @@ def test_checkpoint_speed_under_torchrun(tmp_path):
 
 def test_recipe_race_reports_tokens_to_the_lecture_target_and_plots(data, tmp_path):
     bench(tmp_path, "recipe_race.py", "--data-dir", data, "--work-dir", tmp_path / "runs", "-B", 2, "-T", 32,
-          "--total-batch-size", 64, "--steps", 4, "--warmup-steps", 1, "--eval-every", 2, "--eval-steps", 1)
+          "--total-batch-size", 64, "--steps", 4, "--warmup-steps", 1, "--eval-every", 2, "--eval-steps", 1,
+          "--rounds", 2)
     race = result(tmp_path, "recipe_race_tiny_ts_0k")
     assert set(race["runs"]) == {"lecture", "modern", "modern_half"}
     assert list(race["curves"]["lecture"]) == ["0", "128", "256"] and list(race["curves"]["modern_half"]) == ["0", "128"]
@@ -111,6 +112,8 @@ def test_recipe_race_reports_tokens_to_the_lecture_target_and_plots(data, tmp_pa
         else:
             assert points[max(first - 1, 0)][0] <= run["tokens_to_target"] <= points[first][0]
     assert race["runs"]["lecture"]["seconds_to_target"] > 0
+    each = race["runs"]["modern"]["seconds_per_step_each_round"]  # trained twice, the same curve; the median time
+    assert len(each) == 2 and race["runs"]["modern"]["seconds_per_step"] == pytest.approx(sum(each) / 2, abs=1e-3)
     assert "--recipe modern" in race["runs"]["modern"]["flags"] and race["runs"]["modern_half"]["budget_tokens"] == 128
     assert (tmp_path / "recipe_race_tiny_ts_0k.png").stat().st_size > 10_000
 

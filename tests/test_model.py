@@ -145,14 +145,19 @@ def test_kv_cache_fed_in_pieces_gives_the_full_forward(small):
         cache.positions(1)
 
 
-@pytest.mark.skipif(not sampling.can_pack(torch.zeros(1, dtype=torch.bfloat16)), reason="no oneDNN bf16 here")
-def test_bf16_sampling_on_packed_weights_is_bit_for_bit_the_plain_model(small):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_sampling_on_packed_weights_gives_the_plain_models_tokens(small, dtype):
+    if not sampling.can_pack(torch.zeros(1, dtype=dtype)):
+        pytest.skip(f"oneDNN does not take {dtype} weights here")
     _, ours = small
-    model = copy.deepcopy(ours).to(torch.bfloat16)
-    x = torch.randn(3, 1, 64, dtype=torch.bfloat16)
+    model = copy.deepcopy(ours).to(dtype)
+    x = torch.randn(3, 1, 64, dtype=dtype)
     linear = model.transformer.h[0].mlp.c_fc
     with torch.no_grad():
-        assert torch.equal(sampling.PackedLinear(linear, 3)(x), linear(x))
+        if dtype == torch.bfloat16:  # bit for bit
+            assert torch.equal(sampling.PackedLinear(linear, 3)(x), linear(x))
+        else:  # oneDNN's own order of additions
+            torch.testing.assert_close(sampling.PackedLinear(linear, 3)(x), linear(x), atol=1e-5, rtol=1e-5)
         with sampling.packed_linears(model, 3):
             assert type(model.transformer.h[1].attn.c_attn) is sampling.PackedLinear
             assert type(model.lm_head) is sampling.PackedLinear
@@ -166,6 +171,21 @@ def test_bf16_sampling_on_packed_weights_is_bit_for_bit_the_plain_model(small):
     with pytest.raises(RuntimeError), sampling.packed_linears(model, 1):
         raise RuntimeError
     assert type(model.lm_head) is torch.nn.Linear  # put back after an error too
+
+
+def test_weights_are_not_packed_under_autocast_or_when_memory_is_short(small, monkeypatch):
+    _, model = small
+    weight = model.lm_head.weight
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # sampling during training: the plain modules, in bf16
+        assert not sampling.can_pack(weight)
+    if not sampling.can_pack(weight):
+        pytest.skip("oneDNN does not take fp32 weights here")
+    monkeypatch.setattr(sampling, "available_memory", lambda: 2 * weight.numel() * weight.element_size())
+    with sampling.packed_linears(model, 2):  # the copy (the head and more) would take over half of it
+        assert type(model.lm_head) is torch.nn.Linear
+    monkeypatch.setattr(sampling, "available_memory", lambda: None)  # where the system does not say
+    with sampling.packed_linears(model, 2):
+        assert type(model.lm_head) is sampling.PackedLinear
 
 
 def test_parameter_counts_on_meta_device():
