@@ -4,6 +4,7 @@ import contextlib
 
 import torch
 import torch.nn as nn
+from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
 
 
@@ -64,8 +65,9 @@ class PackedLinear(nn.Module):
 
 def can_pack(weight):
     """Whether oneDNN can take this weight: on a CPU with oneDNN, fp32, or bf16 where oneDNN multiplies bf16. Not
-    under autocast, which runs the plain modules in bf16 (sampling during training)."""
-    if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled("cpu"):
+    under autocast, which runs the plain modules in bf16 (sampling during training), nor an FSDP shard."""
+    if (weight.device.type != "cpu" or not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled("cpu")
+            or isinstance(weight, DTensor)):
         return False
     return weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16
                                              and torch.ops.mkldnn._is_mkldnn_bf16_supported())
