@@ -106,22 +106,32 @@ def packed_linears(model, rows):
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits (B, vocab) -> (B,) next token ids. temperature 0 is greedy."""
+    """logits (B, vocab) -> (B,) next token ids. temperature 0 is greedy. top_k keeps the k most likely tokens,
+    top_p the smallest set of them whose probability adds up to top_p (the nucleus); the draw is from what is kept,
+    renormalised."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
+    candidates = None  # (B, n) vocabulary ids of the kept tokens, most likely first; None: the whole vocabulary
     if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        # nucleus: keep the smallest set of tokens whose probability adds up to top_p
-        sorted_logits, order = torch.sort(logits, descending=True)
-        sorted_probs = F.softmax(sorted_logits, dim=-1)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token is always kept
-        drop = drop.scatter(1, order, drop)  # from sorted order back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits, candidates = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k), sorted
+    elif top_p is not None:
+        logits, candidates = torch.sort(logits, dim=-1, descending=True)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    if top_p is not None:
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs > top_p, 0.0)  # the top token is always kept
+    choice = draw(probs, generator)
+    return choice if candidates is None else candidates.gather(1, choice[:, None]).squeeze(1)
+
+
+def draw(weights, generator=None):
+    """(B, n) non-negative weights -> (B,) one index per row, drawn with probability proportional to its weight:
+    the first position where the running sum reaches a uniform draw from (0, row sum]. torch.multinomial gives the
+    same distribution, but over GPT-2's vocabulary, 4 rows, it took 5 ms a call on this project's 2-core CI machine
+    (a random number per entry), a fifth of a whole bf16 decode step of gpt2; this takes 0.1 ms."""
+    cumulative = weights.cumsum(dim=-1)
+    u = (1 - torch.rand(weights.size(0), 1, generator=generator, device=weights.device)) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, u).squeeze(1)  # a zero weight never reaches it first
 
 
 def next_token_logits(model, idx, cache):

@@ -110,6 +110,26 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(small):
     assert draw(2, top_p=1e-6)[0] == greedy[0]
 
 
+@pytest.mark.parametrize("kwargs, expected", [
+    ({}, [0.5, 0.25, 0.15, 0.06, 0.04, 0.0]),
+    ({"temperature": 0.5}, [0.25 / 0.335, 0.0625 / 0.335, 0.0225 / 0.335, 0.0036 / 0.335, 0.0016 / 0.335, 0.0]),
+    ({"top_k": 3}, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0, 0.0]),
+    ({"top_p": 0.6}, [2 / 3, 1 / 3, 0.0, 0.0, 0.0, 0.0]),  # 0.5 alone is short of 0.6; 0.5 + 0.25 reaches it
+    ({"top_k": 4, "top_p": 0.8}, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0, 0.0]),
+])
+def test_sampler_draws_from_the_kept_distribution(kwargs, expected):
+    """20,000 rows of the same logits in one call: each token's share of the draws is its probability after
+    temperature, top-k and top-p (to within 5 standard errors), and a token whose probability is 0 never comes."""
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.06, 0.04, 0.0])
+    order = torch.tensor([3, 0, 5, 1, 4, 2])  # vocabulary ids of those probabilities: not already sorted
+    logits = torch.full((6,), float("-inf")).index_put((order,), probs.log()).expand(20_000, 6)
+    drawn = sampling.sample_next_token(logits, generator=torch.Generator().manual_seed(0), **kwargs)
+    share = torch.bincount(drawn, minlength=6).double()[order] / len(drawn)
+    expected = torch.tensor(expected, dtype=torch.double)
+    assert share[expected == 0].sum() == 0
+    torch.testing.assert_close(share, expected, atol=5 * 0.5 / len(drawn) ** 0.5, rtol=0)
+
+
 def test_stop_token_and_streaming_callback(small):
     _, ours = small
     greedy = ours.generate([[1, 2, 3]], 20, temperature=0)[0]
