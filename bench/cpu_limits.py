@@ -3,9 +3,9 @@ bf16, a large memory read), then what learners run, each as a fraction of the li
 starts run first, while this process is still small):
   - a training step (forward, backward, AdamW) of the mini preset (6 x 384) and of gpt2: achieved FLOP/s against
     the matmul peak of its dtype, with glibc's malloc set as the trainer sets it;
-  - sampling with the KV cache (gpt2 shape, greedy), the weights in fp32 and in bf16 (sample.py --dtype):
-    tokens/s against the memory bound (each decode step reads every weight once), and (--before REV) the same by
-    the code of an earlier commit, whose fp32 greedy tokens must be today's;
+  - sampling with the KV cache (gpt2 shape), greedy and top-k 50 (sample.py's default), the weights in fp32 and
+    in bf16 (sample.py --dtype): tokens/s against the memory bound (each decode step reads every weight once),
+    and (--before REV) the same by the code of an earlier commit, whose fp32 greedy tokens must be today's;
   - the quick start (`train_gpt2.py --quickstart`) as it is, with --dtype float32, (--before REV) as it was at
     an earlier commit, and the lecture's own code (stage 15) on the same settings, side by side: wall, user and
     kernel time, peak memory and the final val loss.
@@ -88,20 +88,27 @@ sys.path.insert(0, ".")
 import train_gpt2 as tg
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
 name, batch, new_tokens, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
+top_k = int(sys.argv[5])  # 0: greedy
 torch.manual_seed(0)
 model = tg.GPT(tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(dtype).eval()
 prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
-model.generate(prompts, 4, temperature=0)  # warm-up
+how = dict(temperature=0) if top_k == 0 else dict(top_k=top_k, generator=torch.Generator().manual_seed(0))
+model.generate(prompts, 4, **how)  # warm-up
 t0 = time.perf_counter()
-tokens = model.generate(prompts, new_tokens, temperature=0)
+tokens = model.generate(prompts, new_tokens, **how)
 print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))
 """
 
 
-def sampling_run(checkout, model_name, batch, new_tokens, dtype):
-    """Greedy KV-cache decoding of random prompts (random weights in dtype) by the code in checkout: seconds, tokens."""
-    r = subprocess.run([sys.executable, "-c", SAMPLING_CHILD, model_name, str(batch), str(new_tokens), dtype],
-                       cwd=checkout, capture_output=True, text=True)
+# how each sampling variant draws its tokens: top_k 0 is greedy
+SAMPLING_MODES = {"": 0, "_top_k_50": 50}
+
+
+def sampling_run(checkout, model_name, batch, new_tokens, dtype, top_k):
+    """KV-cache decoding of random prompts (random weights in dtype), greedy or top-k (a seeded generator), by the
+    code in checkout: seconds, tokens."""
+    r = subprocess.run([sys.executable, "-c", SAMPLING_CHILD, model_name, str(batch), str(new_tokens), dtype,
+                        str(top_k)], cwd=checkout, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"error: sampling failed in {checkout}:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.splitlines()[-1])
@@ -207,19 +214,21 @@ def main():
 
 
 def sampling_side_by_side(checkouts, args, read):
-    """Every checkout's sampling in both dtypes, --sample-rounds times, alternating; whether fp32 greedy tokens
-    agree."""
-    runs = {(name, dtype): [] for name in checkouts for dtype in DTYPES}
+    """Every checkout's sampling in both dtypes, greedy and top-k 50, --sample-rounds times, alternating; whether
+    fp32 greedy tokens agree."""
+    runs = {(name, dtype, mode): [] for name in checkouts for dtype in DTYPES for mode in SAMPLING_MODES}
     for _ in range(args.sample_rounds):
-        for (name, dtype), done in runs.items():
-            done.append(sampling_run(checkouts[name], args.sample_model, args.sample_batch, args.sample_tokens, dtype))
+        for (name, dtype, mode), done in runs.items():
+            done.append(sampling_run(checkouts[name], args.sample_model, args.sample_batch, args.sample_tokens, dtype,
+                                     SAMPLING_MODES[mode]))
     figures = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens}
     for name in checkouts:
-        figures[name] = {dtype: sampling_figures(runs[name, dtype], args.sample_model, args.sample_batch,
-                                                 args.sample_tokens, read, dtype) for dtype in DTYPES}
+        figures[name] = {dtype + mode: sampling_figures(runs[name, dtype, mode], args.sample_model, args.sample_batch,
+                                                        args.sample_tokens, read, dtype)
+                         for dtype in DTYPES for mode in SAMPLING_MODES}
     if args.before:
-        figures["float32_greedy_tokens_as_before"] = (runs[f"before_{args.before}", "float32"][0]["tokens"]
-                                                      == runs["now", "float32"][0]["tokens"])
+        figures["float32_greedy_tokens_as_before"] = (runs[f"before_{args.before}", "float32", ""][0]["tokens"]
+                                                      == runs["now", "float32", ""][0]["tokens"])
     return figures
 
 

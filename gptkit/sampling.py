@@ -7,6 +7,8 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
 
+from gptkit.tokenizer import GPT2_VOCAB_SIZE
+
 
 class KVCache:
     """Keys and values of every layer for the positions already seen, so that each new token costs one position of
@@ -135,9 +137,11 @@ def draw(weights, generator=None):
 
 
 def next_token_logits(model, idx, cache):
-    """(B, T) new tokens -> (B, vocab) logits for the token after them; the cache takes their keys and values."""
+    """(B, T) new tokens -> (B, vocab) logits for the token after them; the cache takes their keys and values. Only
+    the tokenizer's ids: the rows that pad GPT-2's 50,257 to 50,304 are no token (early in training one of them can
+    be among the 50 most likely), so they are never drawn."""
     x = model.hidden_states(idx, cache=cache)
-    return model.lm_head(x[:, -1, :])  # only the last position is needed
+    return model.lm_head(x[:, -1, :])[:, :GPT2_VOCAB_SIZE]  # only the last position is needed
 
 
 @torch.no_grad()

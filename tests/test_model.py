@@ -130,6 +130,18 @@ def test_sampler_draws_from_the_kept_distribution(kwargs, expected):
     torch.testing.assert_close(share, expected, atol=5 * 0.5 / len(drawn) ** 0.5, rtol=0)
 
 
+def test_the_padding_rows_of_the_vocabulary_are_never_sampled():
+    """The rows that pad GPT-2's 50,257 tokens to 50,304 are no token: even where they hold the largest logits (here
+    the real tokens' rows are 0, so about half of the padding rows' logits beat them all), nothing draws them."""
+    torch.manual_seed(0)
+    model = tg.GPT(tg.GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=32)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[:GPT2_VOCAB_SIZE] = 0  # tied: the embeddings too
+    for how in ({"temperature": 0}, {"top_k": 50}, {"top_p": 0.9}, {}):
+        out = model.generate([[1, 2, 3]] * 2, 8, generator=torch.Generator().manual_seed(0), **how)
+        assert max(max(row) for row in out) < GPT2_VOCAB_SIZE, how
+
+
 def test_stop_token_and_streaming_callback(small):
     _, ours = small
     greedy = ours.generate([[1, 2, 3]], 20, temperature=0)[0]
