@@ -1,7 +1,6 @@
 """The modern recipe (gptkit/modern.py): each switch on its own, Muon against its definition, the WSD schedule, and
 the recipe through the trainer: exact resume, FSDP, export, and the lecture recipe left bit for bit as it was."""
 
-import hashlib
 import json
 import math
 import subprocess
@@ -237,20 +236,35 @@ def test_export_maps_an_untied_head_and_names_what_does_not_map(tmp_path):
 REFERENCE = json.loads((ROOT / "tests" / "fixtures" / "lecture_reference.json").read_text())
 
 
-def weights_sha256(state):
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(state[k].contiguous().numpy().tobytes())
-    return h.hexdigest()
+def weights_fingerprint(state):
+    """Two numbers per tensor, in float64: its norm and its dot product with a fixed random tensor. Float rounding
+    (which differs between CPU kinds: AVX2, AVX-512, AMX) moves them by about 1e-6 of their size; a change to the
+    recipe (init, schedule, decay, clipping) moves them by 1e-3 or more."""
+    out = {}
+    for i, k in enumerate(sorted(state)):
+        w = state[k].double()
+        r = torch.randn(w.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+        out[k] = [w.norm().item(), (w * r).sum().item()]
+    return out
 
 
 @pytest.mark.slow
-def test_the_lecture_recipe_is_bit_for_bit_what_it_was(data, tmp_path):
-    """The tiny run in tests/fixtures/lecture_reference.json was written by main before the modern recipe (commit
-    ec8ed4c): `train_gpt2.py` with helpers.SMALL, --max-steps 6 --eval-interval 3, on Tiny Shakespeare's shards."""
+def test_the_lecture_recipe_is_what_it_was(data, tmp_path):
+    """tests/fixtures/lecture_reference.json was written by main before the modern recipe (commit ec8ed4c):
+    `train_gpt2.py` with helpers.SMALL (less its --dtype, fp32 then), --max-steps 6 --eval-interval 3, on Tiny
+    Shakespeare's shards, its weights through weights_fingerprint. The same commit on the same kind of CPU gives
+    the same bits; across CPU kinds the losses differ in their sixth decimal, so the test allows float rounding."""
     train(data, tmp_path, "--max-steps", 6, "--eval-interval", 3)
-    assert (tmp_path / "log.txt").read_text().splitlines() == REFERENCE["log"]
-    assert weights_sha256(final_state(tmp_path)["model"]) == REFERENCE["weights_sha256"]
+    log = [line.split() for line in (tmp_path / "log.txt").read_text().splitlines()]
+    ref = [line.split() for line in REFERENCE["log"]]
+    assert [l[:2] for l in log] == [l[:2] for l in ref]
+    for line, want in zip(log, ref):
+        assert abs(float(line[2]) - float(want[2])) <= 1e-5, (line, want)
+    got, want = weights_fingerprint(final_state(tmp_path)["model"]), REFERENCE["weights_fingerprint"]
+    assert got.keys() == want.keys()
+    for k in got:
+        torch.testing.assert_close(torch.tensor(got[k]), torch.tensor(want[k]), rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"{k}: {m}")
 
 
 @pytest.mark.slow

@@ -79,14 +79,16 @@ def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
     assert "1 ranks x 4 accumulation steps" in r.stdout
     single = read_log(tmp_path / "single")["train"]
-    assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
+    # all-reduce sums in another order than one process does: on AVX-512 CPUs a weight moved by 1.3e-6 in 3 steps
+    # (AdamW turns a near-zero gradient's rounding into a step); a real fault moves weights by the lr, 1e-3
+    assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
     assert all(abs(read_log(tmp_path / "ddp")["train"][s] - single[s]) < 1e-5 for s in range(3))
     # a job on 2 ranks, preempted, continued on 1 rank: its loader position, 2 rounds of 2 x (2 x 32) tokens,
     # becomes 4 rounds of 2 x 32, and each step still sees the same 256 tokens
     train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--stop-at", 1, nproc=2)
     r = train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--resume")
     assert "1 ranks x 4 accumulation steps" in r.stdout
-    assert_same_tensors(final_state(tmp_path / "moved")["model"], final_state(tmp_path / "single")["model"], atol=1e-6)
+    assert_same_tensors(final_state(tmp_path / "moved")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
     assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
 
