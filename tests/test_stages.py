@@ -180,7 +180,9 @@ def test_stages_2_and_3_sample(written, small_gpt2):
 def test_stage_4_loss_at_init_is_about_ln_vocab(written):
     out = run_stage(written, 4, *SMALL)
     loss = float(re.search(r"loss at init ([\d.]+)", out).group(1))
-    assert abs(loss - math.log(50257)) < 0.3 and "logits (4, 32, 50257)" in out
+    # Unseeded until stage 7, as in the lecture: PyTorch's default init gives logits of variance about 1/3, so
+    # the loss is ln 50257 + 1/6 = 10.99, 0.07 apart from seed to seed (30 seeds: 10.82 to 11.17).
+    assert 10.6 < loss < 11.45 and "logits (4, 32, 50257)" in out
 
 
 @pytest.mark.slow
