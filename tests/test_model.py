@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
@@ -190,11 +191,17 @@ def test_sampling_on_packed_weights_gives_the_plain_models_tokens(small, dtype):
             assert torch.equal(sampling.PackedLinear(linear, 3)(x), linear(x))
         else:  # oneDNN's own order of additions
             torch.testing.assert_close(sampling.PackedLinear(linear, 3)(x), linear(x), atol=1e-5, rtol=1e-5)
+        gelu = sampling.PackedLinear(linear, 3, gelu=True)(x)  # the GELU on the fp32 sums: within bf16 rounding
+        torch.testing.assert_close(gelu, F.gelu(linear(x), approximate="tanh"), **({} if dtype == torch.bfloat16
+                                                                                      else dict(atol=1e-5, rtol=1e-5)))
         with sampling.packed_linears(model, 3):
             assert type(model.transformer.h[1].attn.c_attn) is sampling.PackedLinear
             assert type(model.lm_head) is sampling.PackedLinear
+            mlp = model.transformer.h[1].mlp
+            assert mlp.c_fc.gelu and type(mlp.gelu) is torch.nn.Identity and not mlp.c_proj.gelu
             packed, = model.generate([[1, 2, 3]], 12, temperature=0)
         assert type(model.lm_head) is torch.nn.Linear and model.transformer.wte.weight is model.lm_head.weight
+        assert type(mlp.c_fc) is torch.nn.Linear and sampling.is_tanh_gelu(mlp.gelu)
         plain = [1, 2, 3]
         for _ in range(12):  # the plain modules, no cache: the lecture's loop
             logits, _ = model(torch.tensor([plain]))
