@@ -6,6 +6,7 @@ fused AdamW only on cuda):
     lecture           the lecture's configuration
     eager             ours without compile: fused AdamW on cpu too
     eager_ac          eager with --activation-checkpointing (compiled_ac: compiled with it)
+    eager_chunked     eager, with the loss computed --loss-chunk-size positions at a time (less memory)
     compiled          torch.compile(model), the trainer's --compile
     compiled_chunked  compiled, with the loss computed --loss-chunk-size positions at a time
     max_autotune      compiled with mode="max-autotune-no-cudagraphs" (tries matmul configs; slow to compile)
@@ -28,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
-from gptkit import distributed  # noqa: E402
+from gptkit import cpu, distributed  # noqa: E402
 from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
@@ -39,6 +40,7 @@ VARIANTS = {
     "lecture": ("lecture", None, False, None, False),
     "eager": ("ours", None, False, None, False),
     "eager_ac": ("ours", None, False, None, True),
+    "eager_chunked": ("ours", None, True, None, False),
     "compiled": ("ours", "default", False, None, False),
     "compiled_ac": ("ours", "default", False, None, True),
     "compiled_chunked": ("ours", "default", True, None, False),
@@ -130,6 +132,7 @@ def main():
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    cpu.keep_freed_memory()  # as train_gpt2.main does: no page faults for the buffers a step frees
 
     torch.set_float32_matmul_precision("high")
     config = tg.preset(args.model)[0]

@@ -10,6 +10,8 @@ chunk's softmax, loss and gradient into one kernel between the matmuls; run eage
 chunk, and the saving is only memory.
 """
 
+import math
+
 import torch
 
 from gptkit.cli import non_negative_int
@@ -36,7 +38,6 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, weight, targets, chunk_size, softcap, with_grad):
         # x (N, C), weight (V, C), targets (N,); with_grad: whether backward will be called (evaluations skip it)
         N = x.size(0)
-        vocab_ids = torch.arange(weight.size(0), device=x.device)
         loss = torch.zeros((), dtype=torch.float32, device=x.device)
         grad_x = torch.empty_like(x) if with_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
@@ -49,11 +50,14 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             loss += (lse - logits.gather(1, ts[:, None]).squeeze(1)).sum()  # -log softmax at the targets
             if with_grad:
-                # softmax - one_hot as one elementwise expression, which torch.compile fuses into a single kernel
-                grad = torch.exp(logits - lse[:, None]) - (vocab_ids[None, :] == ts[:, None]).float()
                 if softcap:  # through the cap: d/dz C*tanh(z/C) = 1 - tanh(z/C)^2
-                    grad = grad * (1 - (logits / softcap).square())
-                grad = (grad / N).to(z.dtype)
+                    cap_grad = 1 - (logits / softcap).square()
+                # (softmax - one_hot) / N, in place of the logits: run eagerly, every pass over a chunk counts
+                grad = logits.sub_(lse[:, None] + math.log(N)).exp_()
+                grad[torch.arange(grad.size(0), device=grad.device), ts] -= 1 / N
+                if softcap:
+                    grad.mul_(cap_grad)
+                grad = grad.to(z.dtype)
                 grad_x[start : start + chunk_size] = grad @ weight
                 grad_w += grad.t() @ xs
         ctx.weight_dtype = weight.dtype
