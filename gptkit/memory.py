@@ -9,8 +9,10 @@ Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T t
         LayerNorm inputs in fp32, the rest bf16), * 68 in fp32 (flash attention: no T x T scores); with activation
         checkpointing only the layer's input (4 B*T*C) stays, and one layer is recomputed at a time
     the loss                                           12 bytes per logit (log-softmax and its gradient in fp32)
-                                                       for B*T positions; in chunks (--loss-chunk-size) about 20
-                                                       per logit of one chunk, and the head's fp32 gradient 4VC
+                                                       for B*T positions; in chunks (--loss-chunk-size) about 12
+                                                       per logit of one chunk (its logits, logsumexp's temporaries;
+                                                       the gradient takes the logits' place), and the head's fp32
+                                                       gradient 4VC
     FSDP with bf16                                     the gathered bf16 weights of two blocks and of the root
 """
 
@@ -46,7 +48,7 @@ def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False,
         "gradients": 4 * n / shards,
         ("Muon + AdamW state" if muon else "AdamW state"): (8 * n - 4 * muon_matrices) / shards,
         "activations": activations,
-        "loss": (20 * loss_chunk_size + 4 * C if loss_chunk_size else 12 * B * T) * config.vocab_size,
+        "loss": (12 * loss_chunk_size + 4 * C if loss_chunk_size else 12 * B * T) * config.vocab_size,
     }
     if fsdp and bf16:
         block = 12 * C * C + 13 * C
