@@ -66,9 +66,8 @@ class PackedLinear(nn.Module):
         if torch.compiler.is_compiling():  # inductor takes this op on frozen weights only, and lays them out itself
             y = F.linear(x, self.weight, self.bias)
             return F.gelu(y, approximate="tanh") if self.gelu else y
-        if self.gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "gelu", [], "tanh")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        post_op, algorithm = ("gelu", "tanh") if self.gelu else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
 
 
 def can_pack(weight):
@@ -128,7 +127,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     """logits (B, vocab) -> (B,) next token ids. temperature 0 is greedy. top_k keeps the k most likely tokens,
     top_p the smallest set of them whose probability adds up to top_p (the nucleus); the draw is from what is kept,
     renormalised."""
-    if temperature == 0:  # max, not argmax: the same first index of the largest, 2.5x faster on a CPU (6x in bf16)
+    if temperature == 0:  # max, not argmax: the same first index of the largest, 2.5x faster on a CPU (5x in bf16)
         return logits.float().max(dim=-1).indices
     logits = logits.float() / temperature
     candidates = None  # (B, n) vocabulary ids of the kept tokens, most likely first; None: the whole vocabulary
