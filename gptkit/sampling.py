@@ -7,6 +7,7 @@ import torch.nn as nn
 from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
 
+from gptkit import cpu
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
 
 
@@ -42,10 +43,13 @@ class KVCache:
 
 
 def cache_dtype(weight_dtype, device):
-    """The KV cache's dtype. On a CPU always fp32: at one query row the CPU's bf16 attention kernel was 3 to 6x
-    slower than the fp32 one (gpt2 shape, 50 to 100 cached positions, timed on its own on this project's 2-core CI
-    machine), and the cache is small beside the weights."""
-    return torch.float32 if device.type == "cpu" else weight_dtype
+    """The KV cache's dtype: the weights' on a GPU; on a CPU fp32, or bf16 for bf16 weights where the CPU has AMX.
+    At one query row (gpt2 shape, 50 to 100 cached positions, each timed on its own on a 2-core machine) the CPU's
+    bf16 attention kernel was 3 to 6x slower than the fp32 one on an AMD EPYC with AVX-512 BF16, and faster with
+    AMX tiles, which PyTorch's CPU flash attention uses for bf16 (36 against 52 us at 108 positions, Intel Xeon)."""
+    if device.type != "cpu" or (weight_dtype == torch.bfloat16 and cpu.bf16_matmul_unit() == "amx_bf16"):
+        return weight_dtype
+    return torch.float32
 
 
 class PackedLinear(nn.Module):

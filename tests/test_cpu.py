@@ -1,5 +1,6 @@
 """The CPU path: glibc's malloc keeps the memory a step frees, so the next step does not page-fault it in again;
---dtype auto takes bf16 autocast where the CPU multiplies bf16 in hardware, and says so."""
+--dtype auto takes bf16 autocast where the CPU multiplies bf16 in hardware, and says so; the KV cache takes
+the dtype whose attention kernel is the faster one."""
 
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from gptkit import cpu, distributed
+from gptkit import cpu, distributed, sampling
 from helpers import ROOT, SMALL_ANY_DTYPE, train
 
 # what a training step does to the allocator: large buffers allocated, written and freed, step after step
@@ -54,3 +55,15 @@ def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path):
     out = train(data, tmp_path / "a", *SMALL_ANY_DTYPE, "--max-steps", 1, small=False).stdout
     assert cpu.auto_dtype_line() in out and out.count("dtype: ") == 1
     assert "dtype: " not in train(data, tmp_path / "b", "--max-steps", 1).stdout  # helpers.SMALL: --dtype float32
+
+
+@pytest.mark.parametrize("weights, unit, device, expected", [
+    (torch.float32, "amx_bf16", "cpu", torch.float32),
+    (torch.bfloat16, "amx_bf16", "cpu", torch.bfloat16),  # AMX: the bf16 attention kernel is the faster one
+    (torch.bfloat16, "avx512_bf16", "cpu", torch.float32),  # without tiles the fp32 kernel is 3 to 6x faster
+    (torch.bfloat16, None, "cpu", torch.float32),
+    (torch.bfloat16, None, "cuda", torch.bfloat16),
+])
+def test_the_kv_cache_dtype_follows_the_cpu_s_attention_kernel(monkeypatch, weights, unit, device, expected):
+    monkeypatch.setattr(cpu, "bf16_matmul_unit", lambda: unit)
+    assert sampling.cache_dtype(weights, torch.device(device)) == expected
