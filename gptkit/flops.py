@@ -12,9 +12,12 @@ PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 
 def flops_per_token(config, T=None):
     """Training FLOPs per token at sequence length T (default block_size): forward + backward of a dense
     transformer cost about 6 per parameter per token, plus 12 * n_layer * n_embd * T for the attention scores
-    (PaLM paper, appendix B). The parameters exclude the position embeddings (a lookup, not a matmul)."""
+    (PaLM paper, appendix B). The parameters exclude the lookups, which are no matmul: the position embeddings, and
+    with the modern recipe's untied head the token embeddings (tied, that matrix is the head's matmul too)."""
     C, L, T = config.n_embd, config.n_layer, T or config.block_size
-    n = parameter_count(config) - (0 if getattr(config, "rotary", False) else config.block_size * C)  # all but wpe
+    switch = lambda name: getattr(config, name, False)  # noqa: E731  the modern recipe's switches, off for GPTConfig
+    lookups = (0 if switch("rotary") else config.block_size * C) + (config.vocab_size * C if switch("untied_head") else 0)
+    n = parameter_count(config) - lookups
     return 6 * n + 12 * L * C * T
 
 

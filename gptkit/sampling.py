@@ -133,13 +133,14 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     renormalised."""
     if temperature == 0:  # max, not argmax: the same first index of the largest, 2.5x faster on a CPU (5x in bf16)
         return logits.float().max(dim=-1).indices
-    logits = logits.float() / temperature
+    # a positive temperature keeps the order, so the candidates are chosen on the raw logits, in their own dtype,
+    # and only the kept ones are divided: top-k 50 divides 50 numbers a row, not GPT-2's 50,257
     candidates = None  # (B, n) vocabulary ids of the kept tokens, most likely first; None: the whole vocabulary
     if top_k is not None:
         logits, candidates = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k), sorted
     elif top_p is not None:
         logits, candidates = torch.sort(logits, dim=-1, descending=True)
-    probs = F.softmax(logits, dim=-1)
+    probs = F.softmax(logits.float() / temperature, dim=-1)
     if top_p is not None:
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs > top_p, 0.0)  # the top token is always kept
     choice = draw(probs, generator)

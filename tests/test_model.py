@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
-from gptkit import distributed, memory, sampling
+from gptkit import distributed, memory, modern, sampling
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
 from gptkit.signals import StopRequest
@@ -117,6 +117,8 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(small):
     ({"top_k": 3}, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0, 0.0]),
     ({"top_p": 0.6}, [2 / 3, 1 / 3, 0.0, 0.0, 0.0, 0.0]),  # 0.5 alone is short of 0.6; 0.5 + 0.25 reaches it
     ({"top_k": 4, "top_p": 0.8}, [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0, 0.0]),
+    ({"top_k": 3, "temperature": 0.5}, [0.25 / 0.335, 0.0625 / 0.335, 0.0225 / 0.335, 0.0, 0.0, 0.0]),
+    ({"top_p": 0.7, "temperature": 0.5}, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # the nucleus of the sharpened distribution
 ])
 def test_sampler_draws_from_the_kept_distribution(kwargs, expected):
     """20,000 rows of the same logits in one call: each token's share of the draws is its probability after
@@ -259,6 +261,10 @@ def test_flops_per_token_and_peaks():
     n = model.num_params() - model.transformer.wpe.weight.numel()
     assert flops_per_token(config) == 6 * n + 12 * 2 * 64 * 128
     assert flops_per_token(config, T=64) == 6 * n + 12 * 2 * 64 * 64
+    # the modern recipe: no wpe, and an untied head's token embedding is a lookup, not a matmul
+    untied = modern.ModernGPT(modern.ModernConfig(**asdict(config), rotary=True, untied_head=True))
+    n = untied.num_params() - untied.transformer.wte.weight.numel()
+    assert flops_per_token(untied.config, T=64) == 6 * n + 12 * 2 * 64 * 64
     assert peak_flops("NVIDIA H100 80GB HBM3") == peak_flops("NVIDIA H200") == 989e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
