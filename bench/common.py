@@ -19,8 +19,9 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def save_result(name, device, figures, path=None):
-    """Write bench/results/{name}.json (or path) with the figures and how they were made; return the path."""
+def save_result(name, device, figures, path=None, echo=True):
+    """Write bench/results/{name}.json (or path) with the figures and how they were made, and print it (echo);
+    return the path."""
     record = {
         "command": " ".join(shlex.quote(a) for a in ["python"] + sys.argv),
         "device": device_name(device),
@@ -33,5 +34,6 @@ def save_result(name, device, figures, path=None):
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
-    print(json.dumps(record, indent=2))
+    if echo:
+        print(json.dumps(record, indent=2))
     return path

@@ -75,7 +75,7 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
         loss.backward()
         optimizer.step()
 
-    seconds, _ = measure(step, "cpu", 2, steps)  # the heap settles in the first steps
+    seconds, _, _ = measure(step, "cpu", 2, steps)  # the heap settles in the first steps
     achieved = flops.flops_per_token(model.config, T) * B * T / seconds / 1e9
     return {"ms_per_step": round(seconds * 1000), "tokens_per_s": round(B * T / seconds),
             "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}

@@ -1,143 +1,196 @@
 #!/usr/bin/env bash
-# What only a GPU can show, in three stages that each fit one device call (10 minutes at most):
+# What only a GPU can show, in one device call of at most 8 minutes (a GPU lease is 15 minutes in all):
 #
-#   bash bench/gpu_check.sh prepare   # here, once: .device/ (git-ignored) gets what the GPU machine cannot fetch
-#   bash bench/gpu_check.sh check     # there, with the device tool: carry [".device"]
-#   bash bench/gpu_check.sh speed
-#   bash bench/gpu_check.sh tune
-#   bash bench/gpu_check.sh ladder
+#   bash bench/gpu_check.sh prepare                         # here, once: .device/ (git-ignored) gets what the GPU
+#                                                           # machine cannot fetch
+#   OUT=... bash bench/gpu_check.sh 2>&1 | tee $OUT/gpu_check.log   # there (device tool, carry [".device"]): all parts
+#   bash bench/gpu_check.sh train                           # one part on its own
 #
-#   prepare  the tiktoken files and Tiny Shakespeare from ../shared, and wheels of `datasets` and the two
-#            packages it needs that the GPU machine's image lacks (fineweb.py reads every corpus through it)
-#   check    the CUDA tests; gpt2 trained for STEPS steps with bf16 + compile + fused AdamW on Tiny Shakespeare,
-#            and on a synthetic corpus stopped at step 30 and resumed; val loss, HellaSwag and samples on,
-#            recompiles counted
-#   speed    one optimizer step at T for each B in B_LIST: the lecture's configuration, eager, compiled, compiled
-#            with the chunked loss (tokens/s, MFU, peak memory); the real training loop at B_TOP, compiled, with
-#            and without the chunked loss; a profile of the compiled step
-#   tune     at B_TOP: compile mode max-autotune, activation checkpointing and cuDNN attention; B=2*B_TOP with the chunked loss; sampling
-#            and HellaSwag speed (compiled and not)
-#   ladder   the lecture's speed ladder (bench/lecture_ladder.py): gpt2, B=16, T=1024, rung by rung
+# The parts run in this order, the most important first, each under a time limit of its own (LIMIT_<PART>
+# seconds), so that a call cut short still brings back what came before; every figure is written to $OUT the moment
+# it exists:
+#   device  device, torch and CUDA versions; tests/test_cuda.py                                  gpu_check_device.txt
+#   train   the trainer: MODEL, bf16, --compile, Tiny Shakespeare shards, val loss, HellaSwag-format examples and
+#           samples on; a second run resumed from the first's middle checkpoint (its loss against the
+#           uninterrupted run's); recompiles counted                            gpu_check_train.json (+ _logs.txt)
+#   step    one optimizer step at B_TOP x T: the lecture's configuration (compiled, full logits) against ours
+#           (compiled, chunked loss): tokens/s, MFU                               train_throughput_*_step.json
+#   ladder  the lecture's speed ladder, B=LADDER_B, a few steps a rung              lecture_ladder_*.json
+#   modern  a --recipe modern step (Muon, its model switches) against ours at B_TOP   train_throughput_*_modern.json
+# gpu_check_parts.json says how long each part took, how it ended and how many seconds compiling took. One inductor
+# cache (TORCHINDUCTOR_CACHE_DIR) serves every part: a graph compiled once is read back from it, not compiled again.
 #
-# Every figure goes to $OUT (what the device tool brings back) as soon as it is made, or to bench/results/
-# without OUT. MODEL, B_LIST, B_TOP, TOTAL, STEPS, T and DEVICE change the workload: DEVICE=cpu MODEL=tiny T=128
-# B_LIST=4 B_TOP=4 TOTAL=1024 STEPS=32 PY=python is a dry run of the plumbing on a CPU (in a scratch clone).
+# MODEL, T, TRAIN_B, B_TOP, LADDER_B, STEPS and DEVICE change the workload. COMPILE=0 leaves torch.compile out
+# (eager variants, the ladder's first three rungs): with DEVICE=cpu MODEL=tiny and small shapes, that is the dry run
+# of the plumbing that CI runs (tests/test_bench.py), in seconds where compiling on a CPU would take minutes.
 set -uo pipefail  # no -e: a failing part must not cost the figures of the others
 MODEL=${MODEL:-gpt2}
-B_LIST=${B_LIST:-"32 64"}
-B_TOP=${B_TOP:-64}
-TOTAL=${TOTAL:-524288}  # tokens per optimizer step in the training-loop measurement: the GPT-2 recipe's
-STEPS=${STEPS:-50}
 T=${T:-1024}
+TRAIN_B=${TRAIN_B:-16}
+B_TOP=${B_TOP:-64}
+LADDER_B=${LADDER_B:-16}
+STEPS=${STEPS:-30}
 DEVICE=${DEVICE:-cuda}
+COMPILE=${COMPILE:-1}
 PY=${PY:-python3}
 WORK=${WORK:-/tmp/gpu_check}
+LIMIT_DEVICE=${LIMIT_DEVICE:-75}
+LIMIT_TRAIN=${LIMIT_TRAIN:-150}
+LIMIT_STEP=${LIMIT_STEP:-100}
+LIMIT_LADDER=${LIMIT_LADDER:-100}
+LIMIT_MODERN=${LIMIT_MODERN:-50}
+PARTS=(device train step ladder modern)
 export TIKTOKEN_CACHE_DIR="$PWD/.device/tiktoken_cache" SHARED_DIR="$PWD/.device" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export BENCH_RESULTS="${OUT:-$PWD/bench/results}"
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor_cache}" TORCHINDUCTOR_FX_GRAPH_CACHE=1 \
+  TORCHINDUCTOR_AUTOGRAD_CACHE=1
 mkdir -p "$WORK" "$BENCH_RESULTS"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
-run() { timeout "$1" "${@:2}" || echo "!!! exit $? from: ${*:2}" >&2; }  # each part gets a time limit of its own
 
-if [ "${1:-}" = prepare ]; then
+if [ "$COMPILE" = 1 ]; then
+  compile=(--compile) step_variants=lecture_compiled,compiled_chunked modern_variants=compiled_chunked,modern rungs=7
+else
+  compile=() step_variants=lecture,eager_chunked modern_variants=eager_chunked,modern_eager rungs=3
+fi
+
+prepare() {
   mkdir -p .device/data .device/whl
   cp -r ../shared/tiktoken_cache .device/ && cp ../shared/data/tinyshakespeare.txt .device/data/
   # the versions this project is tested with; py3.12, the GPU image's Python
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 -d .device/whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
   ls -l .device .device/whl
-  exit
-fi
+}
 
-log "device"
-if ! $PY -c "import datasets" 2> /dev/null && ls .device/whl/*.whl > /dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-$PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
-$PY -m pip list 2> /dev/null | grep -iE "^(datasets|pyarrow|fsspec|huggingface.hub|transformers|tiktoken|numpy|triton|pytest) "
+use_carried_wheels() {  # fineweb.py reads every corpus through `datasets`, which the GPU image lacks
+  if ! $PY -c "import datasets" 2> /dev/null && ls .device/whl/*.whl > /dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" .device/whl/*.whl
+  fi
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+}
 
-check() {
-  log "CUDA tests"
-  run 240 $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda.py > "$BENCH_RESULTS/gpu_check_tests.txt" 2>&1
-  tail -n 15 "$BENCH_RESULTS/gpu_check_tests.txt"
+device() {
+  {
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, '|',
+torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda device')"
+    command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
+      --format=csv,noheader
+    $PY -m pip list 2> /dev/null | grep -iE "^(datasets|transformers|tiktoken|numpy|triton|pytest) "
+    $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda.py 2>&1
+  } > "$BENCH_RESULTS/gpu_check_device.txt"
+  cat "$BENCH_RESULTS/gpu_check_device.txt"
+}
 
-  log "data: Tiny Shakespeare shards, a learnable synthetic corpus, HellaSwag-format examples (offline)"
-  rm -rf "$WORK"/ts "$WORK"/synthetic "$WORK"/run_*
+train() {
+  log "data: Tiny Shakespeare shards and HellaSwag-format examples (offline)"
+  rm -rf "$WORK/ts" "$WORK/straight" "$WORK/resumed"
   $PY fineweb.py --dataset tinyshakespeare --input .device/data/tinyshakespeare.txt --out "$WORK/ts" > /dev/null
-  $PY - "$WORK" <<'PY'
-import sys, numpy as np
-sys.path.insert(0, "tests")
-from pathlib import Path
-from helpers import make_examples, write_jsonl
-work = Path(sys.argv[1])
-(work / "synthetic").mkdir(exist_ok=True)
-block = np.random.default_rng(0).integers(0, 50257, 4096, dtype=np.uint16)  # a random block, repeated: copyable
-np.save(work / "synthetic" / "synthetic_val_000000.npy", np.tile(block, 40))
-np.save(work / "synthetic" / "synthetic_train_000001.npy", np.tile(block, 400))
-write_jsonl(work / "hellaswag_val.jsonl", make_examples(256, seed=0))
+  $PY -c "import sys, pathlib; sys.path.insert(0, 'tests'); from helpers import make_examples, write_jsonl
+write_jsonl(pathlib.Path(sys.argv[1], 'hellaswag_val.jsonl'), make_examples(256, seed=0))" "$WORK" || return
+  local mid=$((STEPS / 2)) logs="$BENCH_RESULTS/gpu_check_train_logs.txt"
+  local common=(--model "$MODEL" --device "$DEVICE" --dtype bfloat16 "${compile[@]}" --data-dir "$WORK/ts"
+                -B "$TRAIN_B" -T "$T" --total-batch-size $((TRAIN_B * T * 2)) --max-steps "$STEPS" --warmup-steps 5
+                --eval-interval "$mid" --eval-steps 1 --hellaswag-interval "$mid" --hellaswag-dir "$WORK"
+                --sample-interval "$mid" --checkpoint-interval "$mid")
+  log "train $MODEL for $STEPS steps, uninterrupted"
+  TORCH_LOGS=recompiles $PY train_gpt2.py "${common[@]}" --out-dir "$WORK/straight" > "$WORK/straight.txt" \
+    2> "$WORK/straight.stderr"
+  log "the same run resumed from its checkpoint at step $mid"
+  mkdir -p "$WORK/resumed" && cp "$WORK/straight/ckpt_$(printf %06d "$mid").pt" "$WORK/resumed/"
+  TORCH_LOGS=recompiles $PY train_gpt2.py "${common[@]}" --out-dir "$WORK/resumed" --resume > "$WORK/resumed.txt" \
+    2> "$WORK/resumed.stderr"
+  for run in straight resumed; do
+    echo "##### $run: stdout"; cat "$WORK/$run.txt"; echo "##### $run: stderr (end)"; tail -n 40 "$WORK/$run.stderr"
+  done > "$logs"
+  $PY - "$WORK" "$mid" "$BENCH_RESULTS/gpu_check_train.json" "$COMPILE" <<'PY'
+import json, re, statistics, sys
+from plot import read_log
+work, mid, out, compiled = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+STEP = re.compile(r"^step +(\d+) \| loss ([\d.]+) .*\| dt (\d+)ms \| tok/sec ([\d,]+)")
+summary = {"resumed_from_step": mid}
+for run in ("straight", "resumed"):
+    stdout, stderr = open(f"{work}/{run}.txt").read(), open(f"{work}/{run}.stderr").read()
+    steps = [m.groups() for m in map(STEP.match, stdout.splitlines()) if m]
+    dts = [int(dt) / 1000 for _, _, dt, _ in steps]
+    series = read_log(f"{work}/{run}")
+    summary[run] = {
+        "train_loss": series["train"], "val_loss": series["val"], "hellaswag": series["hella"],
+        "samples": stdout.count(" sample "), "recompiles": stderr.count("Recompiling function"),
+        "tokens_per_s_median": statistics.median(int(t.replace(",", "")) for *_, t in steps[1:]) if len(steps) > 1
+        else None,
+        # the first step of each process compiles the training graph: its seconds over a typical step's
+        "compile_s": round(dts[0] - statistics.median(dts[1:]), 1) if compiled and len(dts) > 1 else 0.0}
+straight, resumed = summary["straight"]["train_loss"], summary["resumed"]["train_loss"]
+last = max(straight, default=None)
+if last is not None and last in resumed:
+    diff = abs(straight[last] - resumed[last])
+    # bf16 autocast and compiled kernels are not bit-exact across processes: within bf16's noise is the bar
+    summary.update(last_step=last, resumed_loss_difference=round(diff, 6), resume_matches=diff < 0.05)
+json.dump(summary, open(out, "w"), indent=1)
+print(json.dumps({k: v for k, v in summary.items() if k not in ("straight", "resumed")}))
+for run in ("straight", "resumed"):
+    print(run, {k: v for k, v in summary[run].items() if k != "train_loss"})
 PY
-  for data in ts synthetic; do
-    dir="$WORK/run_$data" out="$BENCH_RESULTS/gpu_check_train_$data"
-    common=(--model "$MODEL" --device "$DEVICE" --compile --data-dir "$WORK/$data" --out-dir "$dir" -B 16 -T "$T"
-            --total-batch-size $((16 * T * 4)) --max-steps "$STEPS" --warmup-steps 10 --eval-interval 25
-            --eval-steps 1 --hellaswag-interval 25 --hellaswag-dir "$WORK" --sample-interval 25
-            --checkpoint-interval 25)
-    if [ "$data" = ts ]; then
-      log "train $MODEL on Tiny Shakespeare for $STEPS steps"
-      TORCH_LOGS=recompiles run 200 $PY train_gpt2.py "${common[@]}" > "$out.txt" 2> "$out.stderr"
-    else
-      log "train $MODEL on the synthetic corpus to step 30, then resume to step $STEPS"
-      TORCH_LOGS=recompiles run 200 $PY train_gpt2.py "${common[@]}" --stop-at 30 > "$out.txt" 2> "$out.stderr"
-      TORCH_LOGS=recompiles run 150 $PY train_gpt2.py "${common[@]}" --resume >> "$out.txt" 2>> "$out.stderr"
-    fi
-    echo "recompiles: $(grep -c 'Recompiling function' "$out.stderr") (expected: one per invocation, for val loss)"
-    grep -E "val loss|HellaSwag|step +(0|9|29|30|49) \|" "$out.txt"
-    tail -n 3 "$out.stderr"
-    cp "$dir/log.txt" "${out}_log.txt"
-  done
 }
 
-speed() {
-  for B in $B_LIST; do
-    log "one optimizer step, B=$B T=$T"
-    run 240 $PY bench/train_throughput.py --model "$MODEL" -B "$B" -T "$T" --device "$DEVICE" --steps 10 \
-      --variants lecture,eager,compiled,compiled_chunked | grep -E "^[a-z_]+ [{:]"
-  done
-  for chunk in 0 8192; do
-    log "the training loop (train_gpt2.py --compile --loss-chunk-size $chunk), B=$B_TOP"
-    run 150 $PY bench/trainer_speed.py --model "$MODEL" -B "$B_TOP" -T "$T" --total-batch-size "$TOTAL" \
-      --device "$DEVICE" --steps 15 \
-      --label "compiled_chunk$chunk" -- --compile --loss-chunk-size "$chunk" | grep -E '"(tokens_per_s|mfu)"'
-  done
-  log "profile of the compiled step, B=$B_TOP"
-  run 150 $PY bench/profile_step.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --variant compiled \
-    | grep -A8 share_by_kind
-}
-
-tune() {
-  log "compile modes and attention kernels, B=$B_TOP"
-  run 330 $PY bench/train_throughput.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --steps 10 \
-    --variants compiled,compiled_ac,cudnn_attention,max_autotune --label tune | grep -E "^[a-z_]+ [{:]"
-  log "twice the micro-batch, B=$((2 * B_TOP)), with and without the chunked loss"
-  run 150 $PY bench/train_throughput.py --model "$MODEL" -B $((2 * B_TOP)) -T "$T" --device "$DEVICE" --steps 5 \
-    --variants compiled_chunked,compiled | grep -E "^[a-z_]+ [{:]"
-  log "sampling and HellaSwag speed"
-  run 60 $PY bench/sample_kvcache.py --model "$MODEL" --device "$DEVICE" | grep -E "tokens_per_s|speedup"
-  run 120 $PY bench/hellaswag_speed.py --model "$MODEL" --device "$DEVICE" --examples 512 --compile \
-    --text .device/data/tinyshakespeare.txt | grep -E "examples_per_s|speedup|identical"
+step() {
+  $PY bench/train_throughput.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --warmup 2 --steps 8 \
+    --variants "$step_variants" --label step | grep -E "^[a-z_]+ [{:]"
 }
 
 ladder() {
-  log "the lecture's speed ladder, $MODEL B=16 T=$T"
-  run 540 $PY bench/lecture_ladder.py --model "$MODEL" -B 16 -T "$T" --device "$DEVICE" --steps 10
+  $PY bench/lecture_ladder.py --model "$MODEL" -B "$LADDER_B" -T "$T" --device "$DEVICE" --warmup 2 --steps 4 \
+    --rungs "$rungs"
 }
 
-stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(check speed tune ladder)
-for stage in "${stages[@]}"; do
-  case $stage in
-    check|speed|tune|ladder) $stage ;;
-    *) echo "unknown stage '$stage'; stages: check speed tune ladder" >&2; exit 2 ;;
-  esac
-done
-log "done: figures in $BENCH_RESULTS"
+modern() {
+  $PY bench/train_throughput.py --model "$MODEL" -B "$B_TOP" -T "$T" --device "$DEVICE" --warmup 2 --steps 8 \
+    --variants "$modern_variants" --label modern | grep -E "^[a-z_]+ [{:]"
+}
+
+record_parts() {  # gpu_check_parts.json: each part's seconds and exit code, and the compiling they spent
+  $PY - "$BENCH_RESULTS" "$WORK/parts.tsv" "$WORK/started" <<'PY'
+import glob, json, os, sys
+results, table, marker = sys.argv[1:]
+started = os.path.getmtime(marker)  # touched when this call began: older results are not this call's
+parts = [dict(zip(("part", "seconds", "limit_s", "rc"), line.split())) for line in open(table).read().splitlines()]
+compile_s = {}
+for path in glob.glob(os.path.join(results, "*.json")):
+    if os.path.getmtime(path) < started:
+        continue
+    figures = json.load(open(path))
+    rows = list(figures.get("results", {}).values()) + figures.get("rungs", [])
+    rows += [figures[run] for run in ("straight", "resumed") if run in figures]
+    seconds = sum(row.get("compile_s") or 0 for row in rows if isinstance(row, dict))
+    if seconds:
+        compile_s[os.path.basename(path)] = round(seconds, 1)
+record = {"parts": [{k: (int(v) if k != "part" else v) for k, v in p.items()} for p in parts],
+          "compile_s": compile_s, "compile_s_total": round(sum(compile_s.values()), 1)}
+json.dump(record, open(os.path.join(results, "gpu_check_parts.json"), "w"), indent=1)
+print(json.dumps(record))
+PY
+}
+
+run_parts() {
+  : > "$WORK/parts.tsv" && touch "$WORK/started"
+  use_carried_wheels
+  for part in "$@"; do
+    local limit_var="LIMIT_${part^^}" start=$SECONDS
+    log "part $part (at most ${!limit_var} s)"
+    timeout -k 5 "${!limit_var}" bash "$0" "_$part"  # a part cut short is killed with everything it started
+    local rc=$?
+    [ "$rc" -eq 0 ] || echo "!!! part $part ended with exit code $rc (124: cut at its time limit)" >&2
+    echo "$part $((SECONDS - start)) ${!limit_var} $rc" >> "$WORK/parts.tsv"
+    record_parts > /dev/null
+  done
+  record_parts
+  log "done in $SECONDS s: figures in $BENCH_RESULTS"
+}
+
+case ${1:-all} in
+  prepare) prepare ;;
+  all) run_parts "${PARTS[@]}" ;;
+  device|train|step|ladder|modern) run_parts "$1" ;;
+  _device|_train|_step|_ladder|_modern) use_carried_wheels; "${1#_}" ;;  # one part, as run_parts calls it
+  *) echo "unknown part '$1'; parts: prepare, all (the default), ${PARTS[*]}" >&2; exit 2 ;;
+esac

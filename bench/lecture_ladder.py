@@ -8,7 +8,8 @@ model, one batch and the same tokens, timed after a warm-up. The lecture measure
 Each rung is a switch of train_gpt2.py as well (--attention, --vocab-size, --tf32, --dtype, --compile,
 --fused-adamw): the first rung is `--attention manual --vocab-size 50257 --no-tf32 --dtype float32
 --no-fused-adamw`, the last is the default. A rung that changes nothing on this device (TF32 on a CPU) is still
-timed, but marked "applies": false, and its speed-up is not a speed-up.
+timed, but marked "applies": false, and its speed-up is not a speed-up. The JSON is written after every rung, so
+a run cut short keeps the rungs it timed; compile_s is the first step's seconds over a typical step's.
 """
 
 import argparse
@@ -71,6 +72,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps per rung (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
+    parser.add_argument("--rungs", type=int, default=len(RUNGS),
+                        help="time only the first N rungs (a quick look: the compiled ones come from the 4th)")
     parser.add_argument("--out", help="JSON file to write (default: bench/results/lecture_ladder_{device}_...json)")
     args = parser.parse_args()
     device = args.device or autodetect_device()
@@ -82,23 +85,26 @@ def main():
 
     settings, rungs = dict(FIRST), []
     print(f"{'rung':16s} {'ms/step':>9s} {'tokens/s':>10s} {'vs previous':>12s} {'vs fp32':>8s}  switch")
-    for name, change, switch in RUNGS:
+    device_type = device.split(":")[0]
+    name_of_result = f"lecture_ladder_{device_type}_{args.model}_B{B}_T{T}"
+    for name, change, switch in RUNGS[: args.rungs]:
         settings.update(change)
-        dt, _ = measure(make_step(config, settings, B, T, device, tokens), device, args.warmup, args.steps)
+        dt, _, first = measure(make_step(config, settings, B, T, device, tokens), device, args.warmup, args.steps)
         torch._dynamo.reset()  # every compiled rung compiles afresh
         gc.collect()
         rung = {"name": name, "ms_per_step": round(dt * 1000, 2), "tokens_per_s": round(B * T / dt, 1),
-                "applies": applies(name, device), "switch": switch}
+                "compile_s": round(first - dt, 1) if settings["compile"] else 0.0, "applies": applies(name, device),
+                "switch": switch}
         rungs.append(rung)
         previous = f"{rungs[-2]['ms_per_step'] / rung['ms_per_step']:.2f}x" if len(rungs) > 1 else ""
         if not rung["applies"]:
             previous = "n/a here"
         print(f"{name:16s} {rung['ms_per_step']:9.1f} {rung['tokens_per_s']:10,.0f} {previous:>12s} "
               f"{rungs[0]['ms_per_step'] / rung['ms_per_step']:7.2f}x  {switch}", flush=True)
+        figures = {"model": args.model, "B": B, "T": T, "steps": args.steps, "rungs": rungs}
+        save_result(name_of_result, device, figures, args.out, echo=False)
     torch.set_float32_matmul_precision("highest")
-    device_type = device.split(":")[0]
-    save_result(f"lecture_ladder_{device_type}_{args.model}_B{B}_T{T}", device,
-                {"model": args.model, "B": B, "T": T, "steps": args.steps, "rungs": rungs}, args.out)
+    save_result(name_of_result, device, figures, args.out)
 
 
 if __name__ == "__main__":

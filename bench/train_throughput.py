@@ -4,6 +4,7 @@ process, against the lecture's final configuration (eager, since it turned torch
 fused AdamW only on cuda):
 
     lecture           the lecture's configuration
+    lecture_compiled  the lecture's configuration with torch.compile, full logits (its --compile)
     eager             ours without compile: fused AdamW on cpu too
     eager_ac          eager with --activation-checkpointing (compiled_ac: compiled with it)
     eager_chunked     eager, with the loss computed --loss-chunk-size positions at a time (less memory)
@@ -11,6 +12,11 @@ fused AdamW only on cuda):
     compiled_chunked  compiled, with the loss computed --loss-chunk-size positions at a time
     max_autotune      compiled with mode="max-autotune-no-cudagraphs" (tries matmul configs; slow to compile)
     cudnn_attention   compiled, scaled_dot_product_attention restricted to the cuDNN kernel (cuda only)
+    modern            --recipe modern (gptkit/modern.py: its model switches, Muon beside AdamW), compiled, the
+                      loss computed --loss-chunk-size positions at a time (modern_eager: not compiled)
+
+Each variant's figures are written as soon as they exist (a run cut short keeps them), with compile_s: the first
+step's seconds over a typical step's, about what compiling took.
 
     python bench/train_throughput.py --model tiny -B 16 -T 256                 # CPU
     python bench/train_throughput.py --model gpt2 -B 64 -T 1024 --device cuda  # one GPU
@@ -23,13 +29,14 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
-from gptkit import cpu, distributed  # noqa: E402
+from gptkit import cpu, distributed, modern  # noqa: E402
 from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
@@ -38,6 +45,7 @@ from common import save_result  # noqa: E402
 # name: (optimizer, compile mode or None, chunked loss, attention kernel or None, activation checkpointing)
 VARIANTS = {
     "lecture": ("lecture", None, False, None, False),
+    "lecture_compiled": ("lecture", "default", False, None, False),
     "eager": ("ours", None, False, None, False),
     "eager_ac": ("ours", None, False, None, True),
     "eager_chunked": ("ours", None, True, None, False),
@@ -46,6 +54,8 @@ VARIANTS = {
     "compiled_chunked": ("ours", "default", True, None, False),
     "max_autotune": ("ours", "max-autotune-no-cudagraphs", False, None, False),
     "cudnn_attention": ("ours", "default", False, SDPBackend.CUDNN_ATTENTION, False),
+    "modern": ("modern", "default", True, None, False),
+    "modern_eager": ("modern", None, True, None, False),
 }
 
 
@@ -56,15 +66,25 @@ def lecture_optimizer(model, device_type):
     return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device_type == "cuda")
 
 
+def variant_config(config, variant):
+    """The model config a variant trains: the preset's, or with the modern recipe's model switches on."""
+    if VARIANTS[variant][0] != "modern":
+        return config
+    return modern.ModernConfig(**asdict(config), **{k: v for k, v in modern.RECIPE.items() if k in modern.SWITCHES})
+
+
 def make_step(config, B, T, device, dtype, variant, loss_chunk_size):
     """A function that runs one optimizer step of `variant` on fixed random tokens."""
     optimizer_name, compile_mode, chunked, attention, activation_checkpointing = VARIANTS[variant]
     device_type = device.split(":")[0]
     torch.manual_seed(0)
-    model = tg.GPT(config).to(device)
+    model = tg.model_from_config(asdict(variant_config(config, variant))).to(device)
     distributed.wrap_model(model, False, 1, device, activation_checkpointing)
     if optimizer_name == "lecture":
         optimizer, dtype = lecture_optimizer(model, device_type), torch.bfloat16
+    elif optimizer_name == "modern":  # as the trainer builds it for --recipe modern at its default LRs
+        optimizer = modern.MuonAdamW(model, 0.1, 6e-4, 0.02, 0.0, device_type == "cuda",
+                                     modern.RECIPE["adamw_lr_scale"])
     else:
         optimizer = model.configure_optimizers(0.1, 6e-4, device_type)
     model.loss_chunk_size = loss_chunk_size if chunked else 0
@@ -95,18 +115,17 @@ def training_step(model, forward, optimizer, x, y, dtype, context=None):
 
 
 def measure(step, device, warmup, steps):
-    """Median seconds per call of step(), and peak GPU memory in GiB (None on cpu). The first `warmup` calls,
-    compilation included, are not timed."""
+    """Median seconds per call of step(), peak GPU memory in GiB (None on cpu), and the first call's seconds
+    (compilation included). The first `warmup` calls are not in the median."""
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.startswith("cuda") else None
-    return statistics.median(times), peak_mem
+    return statistics.median(times[warmup:]), peak_mem, times[0]
 
 
 def add_step_arguments(parser):
@@ -138,8 +157,8 @@ def main():
     config = tg.preset(args.model)[0]
     B, T, device = args.batch_size, args.seq_len, args.device
     device_type = device.split(":")[0]
-    flops = flops_per_token(config, T)
     peak = peak_flops(torch.cuda.get_device_name(device)) if device_type == "cuda" else None
+    name_of_result = f"train_throughput_{device_type}_{args.model}_B{B}_T{T}" + (f"_{args.label}" if args.label else "")
     figures = {"model": args.model, "B": B, "T": T, "ours_dtype": args.dtype, "loss_chunk_size": args.loss_chunk_size,
                "steps": args.steps, "results": {}}
     for name in variants:
@@ -148,31 +167,33 @@ def main():
             continue
         try:
             step = make_step(config, B, T, device, getattr(torch, args.dtype), name, args.loss_chunk_size)
-            dt, mem = measure(step, device, args.warmup, args.steps)
+            dt, mem, first = measure(step, device, args.warmup, args.steps)
         except torch.OutOfMemoryError:
             figures["results"][name] = {"error": "out of memory"}
             print(name, "out of memory", flush=True)
             continue
         finally:
             step = None  # free this variant's model and optimizer before the next one
-            torch._dynamo.reset()  # every variant compiles from scratch
+            torch._dynamo.reset()  # every variant compiles its own graphs (inductor's cache on disk may serve them)
             gc.collect()
             if device_type == "cuda":
                 torch.cuda.empty_cache()
         tokens_per_sec = B * T / dt
+        flops = flops_per_token(variant_config(config, name), T)
         result = {"tokens_per_s": round(tokens_per_sec, 1), "ms_per_step": round(dt * 1000, 1),
-                  "achieved_tflops": round(flops * tokens_per_sec / 1e12, 4)}
+                  "achieved_tflops": round(flops * tokens_per_sec / 1e12, 4),
+                  "compile_s": round(first - dt, 1) if VARIANTS[name][1] else 0.0}
         if peak:
             result["mfu"] = round(flops * tokens_per_sec / peak, 4)
         if mem is not None:
             result["peak_memory_gib"] = round(mem, 2)
-        base = figures["results"].get("lecture", {}).get("tokens_per_s")
-        if base and name != "lecture":
-            result["speedup_vs_lecture"] = round(tokens_per_sec / base, 2)
+        base = figures["results"].get(variants[0], {}).get("tokens_per_s")  # the first variant is the baseline
+        if base and name != variants[0]:
+            result[f"speedup_vs_{variants[0]}"] = round(tokens_per_sec / base, 2)
         figures["results"][name] = result
         print(name, result, flush=True)
-    label = f"_{args.label}" if args.label else ""
-    save_result(f"train_throughput_{device_type}_{args.model}_B{B}_T{T}{label}", device, figures)
+        save_result(name_of_result, device, figures, echo=False)
+    save_result(name_of_result, device, figures)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, SHARED, TINY_SHAKESPEARE
 
 pytestmark = pytest.mark.slow  # the benchmark scripts in subprocesses
 
@@ -148,3 +149,38 @@ def test_cpu_limits_measures_the_limits_and_runs_sampling_and_the_quick_start_be
     assert set(runs) == {"steps", "before_HEAD", "now", "now_float32", "lecture_stage_15"}
     assert runs["now"][0]["final_val_loss"] > 0 and runs["lecture_stage_15"][0]["final_val_loss"] > 0
     assert not (ROOT / ".git" / "worktrees").exists() or not os.listdir(ROOT / ".git" / "worktrees")  # removed
+
+
+def test_the_gpu_check_runs_all_its_parts_on_a_cpu_and_returns_few_enough_files(tmp_path):
+    """bench/gpu_check.sh's one call, as a dry run on tiny shapes without compile, in a scratch copy of the checkout
+    with its .device/ made by hand (prepare would download wheels): every part ends well and writes its file, and
+    they are few enough for the device tool to bring back (8 files at most, the call's own log among them)."""
+    scratch = tmp_path / "checkout"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, scratch / name)
+    shutil.copytree(SHARED / "tiktoken_cache", scratch / ".device" / "tiktoken_cache")
+    (scratch / ".device" / "data").mkdir()
+    shutil.copy(TINY_SHAKESPEARE, scratch / ".device" / "data" / "tinyshakespeare.txt")
+    out = tmp_path / "out"
+    shapes = dict(DEVICE="cpu", MODEL="tiny", T="32", TRAIN_B="2", B_TOP="2", LADDER_B="2", STEPS="4", COMPILE="0")
+    r = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=scratch, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **shapes, "PY": sys.executable, "OUT": str(out), "WORK": str(tmp_path / "w")})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    parts = json.loads((out / "gpu_check_parts.json").read_text())["parts"]
+    assert [(p["part"], p["rc"]) for p in parts] == [(p, 0) for p in ("device", "train", "step", "ladder", "modern")], \
+        r.stdout[-3000:] + r.stderr[-3000:]
+    assert "skipped" in (out / "gpu_check_device.txt").read_text()  # tests/test_cuda.py, without a GPU
+    train = json.loads((out / "gpu_check_train.json").read_text())
+    assert train["resumed_from_step"] == 2 and train["last_step"] == 3 and train["resume_matches"]
+    assert train["straight"]["samples"] > 0 and len(train["straight"]["hellaswag"]) == 3
+    step = result(out, "train_throughput_cpu_tiny_B2_T32_step")["results"]
+    assert set(step) == {"lecture", "eager_chunked"} and step["eager_chunked"]["speedup_vs_lecture"] > 0
+    modern = result(out, "train_throughput_cpu_tiny_B2_T32_modern")["results"]
+    assert modern["modern_eager"]["speedup_vs_eager_chunked"] > 0
+    assert [rung["name"] for rung in result(out, "lecture_ladder_cpu_tiny_B2_T32")["rungs"]] == [
+        "fp32", "tf32", "bf16 autocast"]
+    assert len(os.listdir(out)) <= 7
