@@ -102,12 +102,17 @@ write_jsonl(pathlib.Path(sys.argv[1], 'hellaswag_val.jsonl'), make_examples(256,
   for run in straight resumed; do
     echo "##### $run: stdout"; cat "$WORK/$run.txt"; echo "##### $run: stderr (end)"; tail -n 40 "$WORK/$run.stderr"
   done > "$logs"
-  $PY - "$WORK" "$mid" "$BENCH_RESULTS/gpu_check_train.json" "$COMPILE" <<'PY'
-import json, re, statistics, sys
+  $PY - "$WORK" "$mid" "$BENCH_RESULTS/gpu_check_train.json" "$COMPILE" "$DEVICE" "${common[*]}" <<'PY'
+import datetime, json, re, statistics, sys
+import torch
+sys.path.insert(0, "bench")
+from common import device_name
 from plot import read_log
-work, mid, out, compiled = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+work, mid, out, compiled, device, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", *sys.argv[5:]
 STEP = re.compile(r"^step +(\d+) \| loss ([\d.]+) .*\| dt (\d+)ms \| tok/sec ([\d,]+)")
-summary = {"resumed_from_step": mid}
+summary = {"command": f"python train_gpt2.py {flags} --out-dir straight; the same --out-dir resumed --resume from "
+                      f"straight's ckpt_{mid:06d}.pt", "device": device_name(device), "torch": torch.__version__,
+           "date": datetime.date.today().isoformat(), "resumed_from_step": mid}
 for run in ("straight", "resumed"):
     stdout, stderr = open(f"{work}/{run}.txt").read(), open(f"{work}/{run}.stderr").read()
     steps = [m.groups() for m in map(STEP.match, stdout.splitlines()) if m]
@@ -127,7 +132,7 @@ if last is not None and last in resumed:
     # bf16 autocast and compiled kernels are not bit-exact across processes: within bf16's noise is the bar
     summary.update(last_step=last, resumed_loss_difference=round(diff, 6), resume_matches=diff < 0.05)
 json.dump(summary, open(out, "w"), indent=1)
-print(json.dumps({k: v for k, v in summary.items() if k not in ("straight", "resumed")}))
+print(json.dumps({k: v for k, v in summary.items() if k not in ("straight", "resumed", "command")}))
 for run in ("straight", "resumed"):
     print(run, {k: v for k, v in summary[run].items() if k != "train_loss"})
 PY

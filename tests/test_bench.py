@@ -176,6 +176,7 @@ def test_the_gpu_check_runs_all_its_parts_on_a_cpu_and_returns_few_enough_files(
     assert "skipped" in (out / "gpu_check_device.txt").read_text()  # tests/test_cuda.py, without a GPU
     train = json.loads((out / "gpu_check_train.json").read_text())
     assert train["resumed_from_step"] == 2 and train["last_step"] == 3 and train["resume_matches"]
+    assert train["device"].endswith("threads") and train["torch"] and "--model tiny" in train["command"]
     assert train["straight"]["samples"] > 0 and len(train["straight"]["hellaswag"]) == 3
     step = result(out, "train_throughput_cpu_tiny_B2_T32_step")["results"]
     assert set(step) == {"lecture", "eager_chunked"} and step["eager_chunked"]["speedup_vs_lecture"] > 0
