@@ -57,8 +57,8 @@ def test_each_switch_trains_on_tiny_shakespeare(data, switch):
         optimizer = tg.GPT.configure_optimizers(model, 0.1, 3e-3, "cpu")
     losses = []
     for step, (x, y) in enumerate(batches(data, 12)):
-        logits, loss = model(x, y)
-        assert logits.shape == (4, 32, 50304) and math.isfinite(loss.item())
+        _, loss = model(x, y)
+        assert math.isfinite(loss.item())
         optimizer.zero_grad()
         loss.backward()
         lr = modern.wsd_lr(step, 2, 12, 3e-3, 3e-4, 0.4) if switch in ("wsd", "all") else 3e-3
@@ -136,6 +136,24 @@ def test_soft_cap_is_cap_tanh_with_its_gradient_and_leaves_the_logits_alone():
     torch.testing.assert_close(y, 15 * torch.tanh(zb.float() / 15), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_the_soft_capped_loss_is_cross_entropy_of_the_capped_logits_with_its_gradient(dtype):
+    torch.manual_seed(0)
+    z = (torch.randn(70, 50, dtype=dtype) * 30).requires_grad_()  # 70 rows: blocks of 32, 32 and 6
+    targets = torch.randint(0, 50, (70,))
+    loss = modern.SoftcapCrossEntropy.apply(z, targets, 15.0, True)
+    loss.mul(3).backward()  # an upstream gradient other than 1
+    zr = z.detach().double().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(15 * torch.tanh(zr / 15), targets)
+    ref.mul(3).backward()
+    tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-2)
+    assert loss.dtype == torch.promote_types(dtype, torch.float32) and z.grad.dtype == dtype
+    torch.testing.assert_close(loss.double(), ref.detach(), **tol)
+    torch.testing.assert_close(z.grad.double(), zr.grad, **tol)
+    with torch.no_grad():  # evaluations: the same loss, no gradient made
+        torch.testing.assert_close(modern.SoftcapCrossEntropy.apply(z, targets, 15.0, False), loss)
+
+
 def test_chunked_loss_through_the_soft_cap_matches_the_full_logits():
     model = modern_model(softcap=5.0)
     with torch.no_grad():
@@ -144,6 +162,8 @@ def test_chunked_loss_through_the_soft_cap_matches_the_full_logits():
     x = model.hidden_states(idx)
     full = torch.nn.functional.cross_entropy(model.lm_head(x).flatten(0, 1), targets.flatten())
     gx_ref, gw_ref = torch.autograd.grad(full, [x, model.lm_head.weight], retain_graph=True)
+    _, fused = model(idx, targets)  # the model's own loss, the cap inside it
+    torch.testing.assert_close(fused, full)
     loss = chunked_cross_entropy(x, model.lm_head.weight, targets, 7, 5.0)
     gx, gw = torch.autograd.grad(loss, [x, model.lm_head.weight])
     torch.testing.assert_close(loss, full)
@@ -331,12 +351,13 @@ def test_the_modern_recipe_under_ddp_and_fsdp_trains_as_one_process_does(data, t
     assert ddp["args"]["muon"] and ddp["config"]["rotary"]
     # Losses, not weights: Newton-Schulz runs in bf16 and lifts every singular value of the update towards 1, the
     # noise-sized ones of a nearly low-rank gradient too, so summing in another order moves weights by up to 15%
-    # of their (small, zero-initialised) norm in 4 steps, while the losses agree to 1e-5
+    # of their (small, zero-initialised) norm in 4 steps, while the losses agree to about 1e-4 (a summing order of
+    # the loss's own, as the soft-capped loss has, moved the fourth one by that much)
     one = read_log(tmp_path / "one")
     assert one["train"][3] < one["train"][0] - 0.2
     for other in ("ddp", "fsdp"):
         for kind in ("train", "val"):
-            assert read_log(tmp_path / other)[kind] == pytest.approx(one[kind], abs=1e-4), other
+            assert read_log(tmp_path / other)[kind] == pytest.approx(one[kind], abs=3e-4), other
 
 
 @pytest.mark.slow
@@ -366,9 +387,10 @@ def test_modern_checkpoints_in_the_tools(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_switch_compiles_to_the_eager_numbers():
+@pytest.mark.parametrize("loss_chunk_size", [16, 0])  # the soft cap inside the chunked loss, and the full one
+def test_every_switch_compiles_to_the_eager_numbers(loss_chunk_size):
     model = perturbed(modern_model(**EVERY))
-    model.loss_chunk_size = 16  # the soft cap inside the chunked loss too
+    model.loss_chunk_size = loss_chunk_size
     idx, targets = torch.randint(0, 50304, (2, 2, 24)).unbind(0)
     eager = model(idx, targets)[1]
     compiled = torch.compile(model)(idx, targets)[1]
