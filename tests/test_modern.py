@@ -137,21 +137,23 @@ def test_soft_cap_is_cap_tanh_with_its_gradient_and_leaves_the_logits_alone():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_the_soft_capped_loss_is_cross_entropy_of_the_capped_logits_with_its_gradient(dtype):
+@pytest.mark.parametrize("chunk_size", [70, 50])  # the model's one chunk (blocks of 32, 32, 6), and two chunks
+def test_the_soft_capped_loss_is_cross_entropy_of_the_capped_logits_with_its_gradients(dtype, chunk_size):
     torch.manual_seed(0)
-    z = (torch.randn(70, 50, dtype=dtype) * 30).requires_grad_()  # 70 rows: blocks of 32, 32 and 6
-    targets = torch.randint(0, 50, (70,))
-    loss = modern.SoftcapCrossEntropy.apply(z, targets, 15.0, True)
-    loss.mul(3).backward()  # an upstream gradient other than 1
-    zr = z.detach().double().requires_grad_()
-    ref = torch.nn.functional.cross_entropy(15 * torch.tanh(zr / 15), targets)
-    ref.mul(3).backward()
-    tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-2)
-    assert loss.dtype == torch.promote_types(dtype, torch.float32) and z.grad.dtype == dtype
+    x, weight = torch.randn(1, 70, 8, dtype=dtype).requires_grad_(), (torch.randn(50, 8, dtype=dtype) * 5).requires_grad_()
+    targets = torch.randint(0, 50, (1, 70))
+    loss = chunked_cross_entropy(x, weight, targets, chunk_size, 15.0)
+    gx, gw = torch.autograd.grad(loss * 3, [x, weight])  # an upstream gradient other than 1
+    xr, wr = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(15 * torch.tanh(xr[0] @ wr.t() / 15), targets[0])
+    gx_ref, gw_ref = torch.autograd.grad(ref * 3, [xr, wr])
+    tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=1e-2, rtol=2e-2)
+    assert gx.dtype == gw.dtype == dtype
     torch.testing.assert_close(loss.double(), ref.detach(), **tol)
-    torch.testing.assert_close(z.grad.double(), zr.grad, **tol)
+    torch.testing.assert_close(gx.double(), gx_ref, **tol)
+    torch.testing.assert_close(gw.double(), gw_ref, **tol)
     with torch.no_grad():  # evaluations: the same loss, no gradient made
-        torch.testing.assert_close(modern.SoftcapCrossEntropy.apply(z, targets, 15.0, False), loss)
+        torch.testing.assert_close(chunked_cross_entropy(x, weight, targets, chunk_size, 15.0), loss)
 
 
 def test_chunked_loss_through_the_soft_cap_matches_the_full_logits():
