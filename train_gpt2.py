@@ -395,7 +395,7 @@ def setup_run(args):
     device = distributed.setup_distributed(args.device)
     device_type = device.split(":")[0]  # cuda:1 -> cuda
     dtype = distributed.compute_dtype(device_type, args.dtype)  # bf16 autocast on cuda and bf16-capable CPUs
-    model.loss_chunk_size = chunked_loss.resolve_chunk_size(args.loss_chunk_size, device_type, B * T)
+    model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
     wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing, dtype,
@@ -418,9 +418,6 @@ def setup_run(args):
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
     if device_type == "cpu" and args.dtype == "auto":
         run.log(cpu.auto_dtype_line())
-    if device_type == "cpu" and args.loss_chunk_size == "auto":
-        run.log(f"loss: {model.loss_chunk_size:,} positions at a time, block by block through the CPU's cache "
-                "(--loss-chunk-size 0 for the lecture's full logits)")
     for line in memory.startup_lines(model.config, model.num_params(), args, world_size, device,
                                      dtype == torch.bfloat16):
         run.log(line)

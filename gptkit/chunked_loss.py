@@ -87,28 +87,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return grad_x * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None, None
 
 
-# --loss-chunk-size auto: on a CPU the loss in chunks of the micro-batch's B*T positions, at most this many (the
-# quick start: 33 against 47 s, 1.2 against 3.9 GB at its peak); elsewhere the full logits, as in the lecture
-AUTO_CPU_CHUNK = 8192
-
-
-def chunk_size_arg(text):
-    """argparse type of --loss-chunk-size: auto, or 0 (off) or a positive number of positions."""
-    return text if text == "auto" else non_negative_int(text)
-
-
-def resolve_chunk_size(value, device_type, positions):
-    """The chunk size --loss-chunk-size value means for a micro-batch of `positions` on device_type."""
-    if value != "auto":
-        return value
-    return min(positions, AUTO_CPU_CHUNK) if device_type == "cpu" else 0
-
-
 def add_arguments(parser):
     """The trainer's flag for it."""
-    parser.add_argument("--loss-chunk-size", type=chunk_size_arg, default="auto",
+    parser.add_argument("--loss-chunk-size", type=non_negative_int, default=0,
                         help="compute the loss this many positions at a time, never holding all B*T x 50304 logits "
                              "(less memory, room for a larger -B; on a CPU also faster, its passes going through "
-                             "the cache block by block; on a GPU faster with --compile, which fuses them); 0: the "
-                             f"full logits, as in the lecture; auto: B*T (at most {AUTO_CPU_CHUNK:,}) on a CPU, 0 "
-                             "elsewhere")
+                             "the cache block by block: B*T for the quick start; on a GPU faster with --compile, "
+                             "which fuses them); 0: the full logits, as in the lecture")

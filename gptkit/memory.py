@@ -19,8 +19,6 @@ Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T t
 
 import torch
 
-from gptkit import chunked_loss
-
 GIB = 2**30
 
 
@@ -93,13 +91,11 @@ def advice(parts, capacity, B, fsdp, activation_checkpointing, world_size):
     return "will not fit: try " + "; ".join(t for t in tips if t)
 
 
-def plan_lines(config, args, world_size, bf16, capacity=None, device_type="cuda"):
+def plan_lines(config, args, world_size, bf16, capacity=None):
     """The plan for the trainer's settings (args: -B, -T, --fsdp, --activation-checkpointing, --loss-chunk-size),
     as the lines it prints: per device, and advice when it will not fit in capacity bytes."""
-    T = args.seq_len or config.block_size
-    chunk = chunked_loss.resolve_chunk_size(args.loss_chunk_size, device_type, args.batch_size * T)
-    parts = plan(config, args.batch_size, T, world_size, args.fsdp, args.activation_checkpointing, bf16, chunk,
-                 args.muon)
+    parts = plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
+                 args.activation_checkpointing, bf16, args.loss_chunk_size, args.muon)
     tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
         if capacity else None
     return [describe(parts, capacity)] + ([tip] if tip else [])
@@ -119,7 +115,7 @@ def startup_lines(config, n_params, args, world_size, device, bf16):
     """What the trainer says about memory as it starts: the plan for this device, and a note when a CPU is given a
     GPU-sized step."""
     capacity = torch.cuda.get_device_properties(device).total_memory if device.startswith("cuda") else None
-    lines = plan_lines(config, args, world_size, bf16, capacity, device.split(":")[0])
+    lines = plan_lines(config, args, world_size, bf16, capacity)
     if device == "cpu" and args.total_batch_size * n_params > 1e12:
         lines.append(f"note: {args.total_batch_size:,} tokens a step through {n_params / 1e6:.0f}M parameters is a "
                      "GPU workload: on a CPU each step takes a long time (see the second step's estimate); "

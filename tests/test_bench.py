@@ -146,7 +146,7 @@ def test_cpu_limits_measures_the_limits_and_runs_sampling_and_the_quick_start_be
     assert sampling["before_HEAD"]["float32"]["tokens_per_s"] > 0 and sampling["float32_greedy_tokens_as_before"]
     assert sampling["now"]["bfloat16_top_k_50"]["tokens_per_s"] > 0
     runs = figures["quickstart"]
-    assert set(runs) == {"steps", "before_HEAD", "now", "now_float32", "now_full_logits", "lecture_stage_15"}
+    assert set(runs) == {"steps", "before_HEAD", "now", "now_float32", "now_loss_chunk", "lecture_stage_15"}
     assert runs["now"][0]["final_val_loss"] > 0 and runs["lecture_stage_15"][0]["final_val_loss"] > 0
     assert not (ROOT / ".git" / "worktrees").exists() or not os.listdir(ROOT / ".git" / "worktrees")  # removed
 
