@@ -16,13 +16,13 @@ name and renamed only when complete, so an interrupted job never leaves a partia
 
 import argparse
 import codecs
-import fcntl
 import json
 import os
 import sys
 from collections import deque
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from gptkit.cli import HelpFormatter, progress
 from gptkit.download import download
@@ -221,16 +221,16 @@ def tokenize_documents(texts):
 
 
 def lock_out_dir(out):
-    """One fineweb.py job per output folder: a second one (two quick starts at once) waits here until the first is
-    done, then finds the shards written. The kernel drops the lock when the process ends, however it ends."""
+    """One fineweb.py job per output folder: a second one (two quick starts at once, or every rank of a torchrun
+    job) waits here until the first is done, then finds the shards written. The lock goes when the process ends,
+    however it ends. Returns the held lock, for a with statement."""
     os.makedirs(out, exist_ok=True)
-    f = open(os.path.join(out, ".fineweb.lock"), "w")
+    lock = FileLock(os.path.join(out, ".fineweb.lock"))  # flock on POSIX, msvcrt on Windows
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        return lock.acquire(timeout=0)
+    except Timeout:
         print(f"waiting for the other job writing shards into {out} ...", flush=True)
-        fcntl.flock(f, fcntl.LOCK_EX)
-    return f
+        return lock.acquire()
 
 
 def write_shards(args):

@@ -30,23 +30,33 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock
 from torch.nn import functional as F
 
 from gptkit.cli import HelpFormatter, progress
-from gptkit.distributed import autocast_context, autodetect_device
+from gptkit.hardware import autocast_context, autodetect_device
 from gptkit.download import download
 from gptkit.tokenizer import gpt2_tokenizer
 
-DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
+DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data"  # HELLASWAG_URL: a mirror's folder
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hellaswag")
 
 
+def data_url(split):
+    """Where a split is downloaded from: the folder HELLASWAG_URL names (a mirror, a cluster's own server), else
+    HellaSwag's repository."""
+    return os.environ.get("HELLASWAG_URL", DATA_URL).rstrip("/") + f"/hellaswag_{split}.jsonl"
+
+
 def data_path(split, cache_dir=DEFAULT_CACHE):
-    """The jsonl file for a split, downloaded into cache_dir the first time (an existing file is used as is)."""
+    """The jsonl file for a split, downloaded into cache_dir the first time (an existing file is used as is).
+    Every rank of a job asks at once: the first to take the lock downloads, the others wait, then read it."""
     path = os.path.join(cache_dir, f"hellaswag_{split}.jsonl")
     if not os.path.exists(path):
         os.makedirs(cache_dir, exist_ok=True)
-        download(DATA_URL.format(split=split), path)
+        with FileLock(path + ".lock"):
+            if not os.path.exists(path):  # not fetched by another process while this one waited
+                download(data_url(split), path)
     return path
 
 
@@ -237,9 +247,8 @@ def main(argv=None):
                         help="OpenAI model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face GPT-2 "
                              "directory, one of our checkpoints or a run directory")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="autocast dtype (auto: bfloat16 on cuda and on CPUs with bf16 matmul units, "
-                             "float32 elsewhere)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="autocast dtype (auto: as the trainer's --dtype, gptkit/hardware.py)")
     parser.add_argument("--split", default="val", choices=["train", "val"], help="which file")
     parser.add_argument("--limit", type=int, help="only the first N examples")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
@@ -263,7 +272,7 @@ def main(argv=None):
             model.transformer = torch.compile(model.transformer)
         else:
             model.hidden_states = torch.compile(model.hidden_states)
-    forward = logits_fn(model, autocast_context(device.split(":")[0], args.dtype))
+    forward = logits_fn(model, autocast_context(device, args.dtype))
     t0 = time.time()
     result = evaluate(forward, examples, enc, device, args.batch_size,
                       pad_to=packed_length(examples, enc) if args.compile else None, show_progress=True)

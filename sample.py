@@ -13,7 +13,7 @@ import torch
 
 import train_gpt2 as tg
 from gptkit.cli import HelpFormatter
-from gptkit.distributed import autodetect_device, compute_dtype
+from gptkit.hardware import autodetect_device, compute_dtype
 from gptkit.tokenizer import EOT_TOKEN, gpt2_tokenizer
 
 
@@ -46,9 +46,8 @@ def main(argv=None):
                         help="end a sample at <|endoftext|>")
     parser.add_argument("--seed", type=int, default=42, help="the same seed gives the same samples")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="the weights' dtype while sampling (auto: bfloat16 on cuda and on CPUs with bf16 matmul "
-                             "units, as the trainer's --dtype; every token reads all the weights, so half the bytes "
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="the weights' dtype while sampling (auto: as the trainer's --dtype, gptkit/hardware.py; every token reads all the weights, so half the bytes "
                              "is about twice the speed; float32 gives the trainer's exact numbers)")
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.max_new_tokens < 1:
@@ -57,7 +56,7 @@ def main(argv=None):
     device = args.device or autodetect_device()
     try:
         enc = gpt2_tokenizer()
-        model = tg.load_model(args.model).to(device, compute_dtype(device.split(":")[0], args.dtype)).eval()
+        model = tg.load_model(args.model).to(device, compute_dtype(device, args.dtype)).eval()
         prompt = enc.encode(args.prompt)
         if len(prompt) > model.config.block_size:
             raise ValueError(f"the prompt is {len(prompt)} tokens, longer than the model's block_size "

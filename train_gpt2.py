@@ -27,8 +27,8 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import (checkpoint, chunked_loss, cpu, distributed, flops, hf, memory, modern, sampling, settings,
-                    tracking)
+from gptkit import (checkpoint, chunked_loss, cpu, distributed, flops, hardware, hf, memory, modern, sampling,
+                    settings, tracking)
 from gptkit.cli import HelpFormatter, non_negative_float, non_negative_int, positive_float, positive_int
 from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
@@ -329,6 +329,8 @@ class Run:
     grad_accum_steps: int
     autocast: object
     hella_examples: list = None
+    scaler: torch.amp.GradScaler = None  # float16: the loss scaled up for the backward pass, gradients back down
+    skipped_steps: int = 0  # float16: updates skipped for gradients that overflowed
     val_loss: float = None
     best_val_loss: float = None  # for --save-best
     lock: object = None  # rank 0's hold on the run directory
@@ -339,8 +341,7 @@ class Run:
             print(message, flush=True)
 
     def record(self, step, kind, value, **more):
-        """One event, `{step} {train|val|hella} {value}` in log.txt, and on the dashboards with the step's other
-        figures (more)."""
+        """One event, `{step} {train|val|hella} {value}` in log.txt, and on the dashboards with more figures."""
         if self.records is not None:
             self.records.record(step, kind, value, **more)
 
@@ -371,30 +372,37 @@ def setup_run(args):
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.set_float32_matmul_precision("high" if args.tf32 else "highest")  # TF32 matmuls on Ampere and newer
     rank, world_size = distributed.rank_and_world_size()
-    # everything that can be wrong with the inputs shows up here, before the process group starts
-    model, ckpt = starting_model(args)
-    _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: gpt2-xl's
-    settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
-    B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
-    if args.total_batch_size % (B * T * world_size):
-        raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
-                         f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
-    distributed.check_arguments(args)  # --fsdp, --cpu-offload
-    tracking.check_installed(args.wandb, args.tensorboard)
-    if (args.quickstart or args.finetune) and world_size == 1:
-        fineweb.tinyshakespeare_shards(args.data_dir)  # one command: made from input.txt unless already there
-    train_loader = None if args.eval_only else \
-        DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
-    val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
-        if args.eval_interval else None
-    hella_examples = hellaswag.load_val_examples(args.hellaswag_dir, model.config.block_size) \
-        if args.hellaswag_interval else None
-    if args.sample_interval:
-        gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
-
-    device = distributed.setup_distributed(args.device)
+    distributed.check_arguments(args)  # --fsdp, --cpu-offload, --device under torchrun
+    device = distributed.setup_distributed(args.device, args.cpu_offload)
+    info = hardware.probe(device)  # bf16 autocast where the device multiplies bf16 natively, float16 on older GPUs
+    choices = hardware.decide(info, args.dtype, args.fused_adamw, args.compile, args.attention)
+    dtype, batch_line = choices.dtype, None
+    capacity = distributed.smallest(hardware.memory_capacity(device, args.device_memory), world_size, device) \
+        if args.batch_size == "auto" else None  # for -B auto: the memory every rank has
+    # everything that can be wrong with the inputs shows up here, on every rank together (one line from rank 0)
+    with distributed.same_outcome(world_size):
+        model, ckpt = starting_model(args)
+        _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: gpt2-xl's
+        settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
+        if args.batch_size == "auto":  # the largest micro-batch that fits, by the memory plan
+            args.batch_size, batch_line = memory.auto_batch_size(model.config, args, world_size,
+                                                                 dtype != torch.float32, capacity)
+        B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
+        if args.total_batch_size % (B * T * world_size):
+            raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
+                             f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
+        tracking.check_installed(args.wandb, args.tensorboard)
+        if args.quickstart or args.finetune:
+            fineweb.tinyshakespeare_shards(args.data_dir)  # made from input.txt by the first rank to get there
+        train_loader = None if args.eval_only else \
+            DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
+        val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
+            if args.eval_interval else None
+        hella_examples = hellaswag.load_val_examples(args.hellaswag_dir, model.config.block_size) \
+            if args.hellaswag_interval else None
+        if args.sample_interval:
+            gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
     device_type = device.split(":")[0]  # cuda:1 -> cuda
-    dtype = distributed.compute_dtype(device_type, args.dtype)  # bf16 autocast on cuda and bf16-capable CPUs
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
@@ -402,24 +410,25 @@ def setup_run(args):
                                      args.cpu_offload)
     if args.muon:
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
-                                     args.fused_adamw, args.adamw_lr_scale)
+                                     choices.fused_adamw, args.adamw_lr_scale)
     else:  # the lecture's AdamW, for a modern model too (it only looks at the parameters)
-        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device_type, args.fused_adamw)
-    run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if args.compile else wrapped,
+        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device_type, choices.fused_adamw)
+    run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if choices.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
-              distributed.autocast_context(device_type, args.dtype), hella_examples)
+              torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32), hella_examples,
+              torch.amp.GradScaler(device_type, enabled=choices.grad_scaler))
     if ckpt is not None:
         path = checkpoint.newest_checkpoint(args.out_dir)
-        checkpoint.restore(path, ckpt, model, optimizer, train_loader)
+        distributed.check_same(os.path.basename(path), world_size, "as its newest checkpoint")  # several nodes
+        checkpoint.restore(path, ckpt, model, optimizer, train_loader, run.scaler)
         run.val_loss = run.best_val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {path} at step {ckpt['step']}")
     run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
             f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
             f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
-    if device_type == "cpu" and args.dtype == "auto":
-        run.log(cpu.auto_dtype_line())
+    run.log(hardware.describe(info, choices) + (f"\n{batch_line}" if batch_line else ""))  # -B auto's choice
     for line in memory.startup_lines(model.config, model.num_params(), args, world_size, device,
-                                     dtype == torch.bfloat16):
+                                     dtype != torch.float32):
         run.log(line)
     return run, (ckpt["step"] if ckpt else 0)
 
@@ -443,7 +452,7 @@ def train_step(run, step, stop):
             _, loss = run.train_model(x, y)
         loss = loss / run.grad_accum_steps  # the step's loss is the mean over the micro-batches, not their sum
         loss_accum += loss.detach()
-        loss.backward()
+        run.scaler.scale(loss).backward()  # float16: scaled up so that small gradients do not flush to zero
     # one all-reduce carries the loss for the log and whether any rank was asked to stop: read now, after the
     # forward and backward passes, so that a signal during this step stops the run after this step
     stats = torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)])
@@ -452,6 +461,7 @@ def train_step(run, step, stop):
         last = checkpoint.checkpoint_paths(args.out_dir)
         raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
                                  f"checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check the data")
+    run.scaler.unscale_(run.optimizer)  # float16: the gradients back at their true size before clipping
     norm = distributed.full_tensor(torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), args.grad_clip))
     if args.schedule == "wsd":
         lr = modern.wsd_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr, args.cooldown_frac)
@@ -459,7 +469,10 @@ def train_step(run, step, stop):
         lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own multiple of the LR
-    run.optimizer.step()
+    if hardware.scaled_step(run.scaler, run.optimizer):  # float16: no update when a gradient overflowed
+        run.skipped_steps += 1
+        run.log(f"step {step:5d} | float16 gradients overflowed: update skipped, loss scale lowered to "
+                f"{run.scaler.get_scale():g} ({run.skipped_steps} skipped in this run)")
     if device.startswith("cuda"):
         torch.cuda.synchronize()  # for an honest step time
     return loss_value, norm.item(), lr, stop_votes > 0
@@ -525,7 +538,8 @@ def save(run, step):
     writes its own shards (gptkit/checkpoint.py)."""
     args = run.args
     meta = {"config": asdict(run.raw_model.config), "step": step, "args": vars(args), "val_loss": run.val_loss,
-            "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+            "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            "scaler": run.scaler.state_dict()}
     path = checkpoint.save(run.raw_model, run.optimizer, meta, args.out_dir, step, args.keep_checkpoints, args.fsdp)
     run.log(f"saved {path}")
 
@@ -611,8 +625,9 @@ def build_parser():
     o.add_argument("--total-batch-size", type=positive_int,
                    help="tokens per optimizer step, reached by gradient accumulation (default: the preset's; "
                         "524,288 for gpt2)")
-    o.add_argument("-B", "--batch-size", type=positive_int, default=64,
-                   help="micro-batch: sequences per forward pass per rank")
+    o.add_argument("-B", "--batch-size", type=memory.batch_size_arg, default="auto",
+                   help="micro-batch: sequences per forward pass per rank; auto: the largest that fits the device by "
+                        "the memory plan (--device-memory)")
     o.add_argument("-T", "--seq-len", type=positive_int, help="sequence length (default: the model's block_size)")
     o.add_argument("--max-steps", type=positive_int, default=19073,
                    help="optimizer steps (19,073 x 524,288 = 10B tokens)")
@@ -628,7 +643,8 @@ def build_parser():
     r.add_argument("--hellaswag-interval", type=non_negative_int, default=250,
                    help="steps between HellaSwag evaluations")
     r.add_argument("--hellaswag-dir", default=hellaswag.DEFAULT_CACHE,
-                   help="folder for hellaswag_val.jsonl (downloaded there if missing)")
+                   help="folder for hellaswag_val.jsonl (downloaded there if missing, from the folder URL in "
+                        "HELLASWAG_URL if set)")
     r.add_argument("--hellaswag-batch-size", type=positive_int, default=16, help="HellaSwag examples per forward pass")
     r.add_argument("--sample-interval", type=non_negative_int, default=250, help="steps between printed samples")
     r.add_argument("--sample-prompt", default="Hello, I'm a language model,", help="prompt for the samples")
@@ -639,20 +655,12 @@ def build_parser():
                         "loss, HellaSwag and samples, each unless its interval is 0; nothing is written")
     s = p.add_argument_group("system")
     s.add_argument("--seed", type=int, default=1337, help="seed for the initial weights and data shuffling")
-    s.add_argument("--device", help="cuda, mps or cpu (default: the best one available)")
-    s.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                   help="autocast dtype for forward passes (auto: bfloat16 on cuda and on CPUs with bf16 matmul "
-                        "units, AMX, AVX-512 BF16 or ARM BF16; float32 elsewhere)")
-    s.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
-                   help="TF32 tensor cores for fp32 matmuls (Ampere and newer GPUs)")
-    s.add_argument("--compile", action="store_true", help="torch.compile the model for training and val loss")
-    s.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=True,
-                   help="AdamW's fused kernel: the whole update in one launch (cuda, cpu)")
+    hardware.add_arguments(s)  # --device, --dtype, --tf32, --compile, --fused-adamw: what runs where
     chunked_loss.add_arguments(s)  # --loss-chunk-size: beyond the lecture, a system knob
     # beyond the lecture: each module adds its own flags
     checkpoint.add_arguments(p)  # --out-dir, --resume, --checkpoint-interval, --stop-at, ...
     distributed.add_arguments(p)  # --fsdp, --cpu-offload, --activation-checkpointing
-    memory.add_arguments(p)  # --plan, --nproc, --gpu-memory
+    memory.add_arguments(p)  # --plan, --nproc, --device-memory
     tracking.add_arguments(p)  # --wandb, --tensorboard
     modern.add_arguments(p)  # --recipe, --rotary, --muon, --schedule, ...
     return p
@@ -670,7 +678,9 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         if args.plan:  # an untied head (--recipe modern) counts too
-            memory.print_plan(args.model, modern.with_switches(preset(args.model, args.vocab_size)[0], args), args)
+            config, batch_tokens, max_lr = preset(args.model, args.vocab_size)
+            settings.fill_model_defaults(args, config, batch_tokens, max_lr)
+            memory.print_plan(args.model, modern.with_switches(config, args), args)
             return 0
         train(args)
     except (ValueError, OSError, FloatingPointError) as e:  # OSError: a missing file, a full disk, ...

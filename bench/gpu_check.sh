@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What only a GPU can show, in one device call of at most 8 minutes (a GPU lease is 15 minutes in all):
+# What only a GPU can show, in one device call of at most 10 minutes (a GPU lease is 15 minutes in all, the
+# machine's start included):
 #
 #   bash bench/gpu_check.sh prepare                         # here, once: .device/ (git-ignored) gets what the GPU
 #                                                           # machine cannot fetch
@@ -9,14 +10,20 @@
 # The parts run in this order, the most important first, each under a time limit of its own (LIMIT_<PART>
 # seconds), so that a call cut short still brings back what came before; every figure is written to $OUT the moment
 # it exists:
-#   device  device, torch and CUDA versions; tests/test_cuda.py                                  gpu_check_device.txt
-#   train   the trainer: MODEL, bf16, --compile, Tiny Shakespeare shards, val loss, HellaSwag-format examples and
-#           samples on; a second run resumed from the first's middle checkpoint (its loss against the
-#           uninterrupted run's); recompiles counted                            gpu_check_train.json (+ _logs.txt)
-#   step    one optimizer step at B_TOP x T: the lecture's configuration (compiled, full logits) against ours
-#           (compiled, chunked loss): tokens/s, MFU                               train_throughput_*_step.json
-#   ladder  the lecture's speed ladder, B=LADDER_B, a few steps a rung              lecture_ladder_*.json
-#   modern  a --recipe modern step (Muon, its model switches) against ours at B_TOP   train_throughput_*_modern.json
+#   device    device, torch and CUDA versions; the CUDA tests that do not compile (the device's own choices,
+#             float16 with the gradient scaler, bf16, fused AdamW)                       gpu_check_device.txt
+#   train     the trainer: MODEL, --dtype auto, --compile, -B TRAIN_B, Tiny Shakespeare shards, val loss,
+#             HellaSwag-format examples and samples on; a second run resumed from the first's middle checkpoint
+#             (its loss against the uninterrupted run's); recompiles counted  gpu_check_train.json (+ _logs.txt)
+#   step      one optimizer step at B_TOP x T: ours compiled (the train part's graph: read back from the
+#             inductor cache) against the lecture's compiled configuration: tokens/s, MFU, peak memory against
+#             the memory plan that -B auto trusts                                  train_throughput_*_step.json
+#   modern    a --recipe modern step (Muon, its model switches) against ours at B_TOP  train_throughput_*_modern.json
+#   compiled  tests/test_cuda.py's tests that compile (generation, a bf16 compiled run resumed)
+#                                                                       appended to gpu_check_device.txt
+#   ladder    the lecture's speed ladder, B=LADDER_B, a few steps a rung (each rung as it ends) lecture_ladder_*.json
+# Limits: compiling one gpt2 training graph takes about 45 to 70 s on an H100; train compiles one (its resumed
+# run reads it back), step and modern one new graph each, the ladder several: the limits add up to 580 s.
 # gpu_check_parts.json says how long each part took, how it ended and how many seconds compiling took. One inductor
 # cache (TORCHINDUCTOR_CACHE_DIR) serves every part: a graph compiled once is read back from it, not compiled again.
 #
@@ -27,19 +34,20 @@ set -uo pipefail  # no -e: a failing part must not cost the figures of the other
 MODEL=${MODEL:-gpt2}
 T=${T:-1024}
 TRAIN_B=${TRAIN_B:-16}
-B_TOP=${B_TOP:-64}
+B_TOP=${B_TOP:-$TRAIN_B}  # the train part's shape: its compiled graph is in the cache
 LADDER_B=${LADDER_B:-16}
 STEPS=${STEPS:-30}
 DEVICE=${DEVICE:-cuda}
 COMPILE=${COMPILE:-1}
 PY=${PY:-python3}
 WORK=${WORK:-/tmp/gpu_check}
-LIMIT_DEVICE=${LIMIT_DEVICE:-75}
-LIMIT_TRAIN=${LIMIT_TRAIN:-150}
+LIMIT_DEVICE=${LIMIT_DEVICE:-60}
+LIMIT_TRAIN=${LIMIT_TRAIN:-170}
 LIMIT_STEP=${LIMIT_STEP:-100}
-LIMIT_LADDER=${LIMIT_LADDER:-100}
-LIMIT_MODERN=${LIMIT_MODERN:-50}
-PARTS=(device train step ladder modern)
+LIMIT_MODERN=${LIMIT_MODERN:-90}
+LIMIT_COMPILED=${LIMIT_COMPILED:-90}
+LIMIT_LADDER=${LIMIT_LADDER:-70}
+PARTS=(device train step modern compiled ladder)
 export TIKTOKEN_CACHE_DIR="$PWD/.device/tiktoken_cache" SHARED_DIR="$PWD/.device" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export BENCH_RESULTS="${OUT:-$PWD/bench/results}"
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor_cache}" TORCHINDUCTOR_FX_GRAPH_CACHE=1 \
@@ -48,9 +56,9 @@ mkdir -p "$WORK" "$BENCH_RESULTS"
 log() { echo "=== $(date -u +%H:%M:%S) $*"; }
 
 if [ "$COMPILE" = 1 ]; then
-  compile=(--compile) step_variants=lecture_compiled,compiled_chunked modern_variants=compiled_chunked,modern rungs=7
+  compile=(--compile) step_variants=compiled,lecture_compiled modern_variants=compiled,modern rungs=7
 else
-  compile=() step_variants=lecture,eager_chunked modern_variants=eager_chunked,modern_eager rungs=3
+  compile=() step_variants=eager,lecture modern_variants=eager,modern_eager rungs=3
 fi
 
 prepare() {
@@ -76,9 +84,14 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda device')
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
       --format=csv,noheader
     $PY -m pip list 2> /dev/null | grep -iE "^(datasets|transformers|tiktoken|numpy|triton|pytest) "
-    $PY -m pytest -q -rfE -p no:cacheprovider tests/test_cuda.py 2>&1
+    $PY -m pytest -q -rfE -p no:cacheprovider -m "not slow" tests/test_cuda.py 2>&1
   } > "$BENCH_RESULTS/gpu_check_device.txt"
   cat "$BENCH_RESULTS/gpu_check_device.txt"
+}
+
+compiled() {  # appended to the device part's file: the device tool brings back few files
+  echo "##### the CUDA tests that compile" >> "$BENCH_RESULTS/gpu_check_device.txt"
+  $PY -m pytest -q -rfE -p no:cacheprovider -m slow tests/test_cuda.py 2>&1 | tee -a "$BENCH_RESULTS/gpu_check_device.txt"
 }
 
 train() {
@@ -88,7 +101,7 @@ train() {
   $PY -c "import sys, pathlib; sys.path.insert(0, 'tests'); from helpers import make_examples, write_jsonl
 write_jsonl(pathlib.Path(sys.argv[1], 'hellaswag_val.jsonl'), make_examples(256, seed=0))" "$WORK" || return
   local mid=$((STEPS / 2)) logs="$BENCH_RESULTS/gpu_check_train_logs.txt"
-  local common=(--model "$MODEL" --device "$DEVICE" --dtype bfloat16 "${compile[@]}" --data-dir "$WORK/ts"
+  local common=(--model "$MODEL" --device "$DEVICE" "${compile[@]}" --data-dir "$WORK/ts"
                 -B "$TRAIN_B" -T "$T" --total-batch-size $((TRAIN_B * T * 2)) --max-steps "$STEPS" --warmup-steps 5
                 --eval-interval "$mid" --eval-steps 1 --hellaswag-interval "$mid" --hellaswag-dir "$WORK"
                 --sample-interval "$mid" --checkpoint-interval "$mid")
@@ -195,7 +208,7 @@ run_parts() {
 case ${1:-all} in
   prepare) prepare ;;
   all) run_parts "${PARTS[@]}" ;;
-  device|train|step|ladder|modern) run_parts "$1" ;;
-  _device|_train|_step|_ladder|_modern) use_carried_wheels; "${1#_}" ;;  # one part, as run_parts calls it
+  device|train|step|modern|compiled|ladder) run_parts "$1" ;;
+  _device|_train|_step|_modern|_compiled|_ladder) use_carried_wheels; "${1#_}" ;;  # one part, as run_parts calls it
   *) echo "unknown part '$1'; parts: prepare, all (the default), ${PARTS[*]}" >&2; exit 2 ;;
 esac

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import hellaswag  # noqa: E402
 import train_gpt2 as tg  # noqa: E402
-from gptkit.distributed import autocast_context  # noqa: E402
+from gptkit.hardware import autocast_context  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
 from common import save_result  # noqa: E402
@@ -66,8 +66,8 @@ def main():
     parser.add_argument("--examples", type=int, default=200, help="examples scored")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (batched scorer)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                        help="autocast dtype, as the trainer's --dtype (auto: bf16 on cuda and bf16-capable CPUs)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="autocast dtype, as the trainer's --dtype (gptkit/hardware.py)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the batched scorer with the model compiled (the compiling pass untimed)")
     parser.add_argument("--data", help="a HellaSwag jsonl file (default: synthetic examples from Tiny Shakespeare)")
@@ -80,11 +80,10 @@ def main():
         examples = hellaswag.load_examples(args.data, args.examples)
     else:
         examples = synthetic_examples(args.examples, args.text)
-    device_type = args.device.split(":")[0]
     torch.set_float32_matmul_precision("high")
     torch.manual_seed(0)
     model = tg.GPT(tg.preset(args.model, vocab_size=GPT2_VOCAB_SIZE)[0]).to(args.device).eval()
-    autocast = autocast_context(device_type, args.dtype)
+    autocast = autocast_context(args.device, args.dtype)
 
     def timed(fn):
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
-from gptkit.distributed import autodetect_device  # noqa: E402
+from gptkit.hardware import autodetect_device  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from common import save_result  # noqa: E402
 from train_throughput import measure, training_step  # noqa: E402

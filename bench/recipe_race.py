@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fineweb  # noqa: E402
 from gptkit.cli import HelpFormatter, positive_int  # noqa: E402
-from gptkit.distributed import autodetect_device  # noqa: E402
+from gptkit.hardware import autodetect_device  # noqa: E402
 from common import RESULTS, save_result  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

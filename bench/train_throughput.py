@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_gpt2 as tg  # noqa: E402
-from gptkit import cpu, distributed, modern  # noqa: E402
+from gptkit import cpu, distributed, memory, modern  # noqa: E402
 from gptkit.flops import flops_per_token, peak_flops  # noqa: E402
 from gptkit.tokenizer import GPT2_VOCAB_SIZE  # noqa: E402
 from gptkit.cli import HelpFormatter  # noqa: E402
@@ -185,8 +185,13 @@ def main():
                   "compile_s": round(first - dt, 1) if VARIANTS[name][1] else 0.0}
         if peak:
             result["mfu"] = round(flops * tokens_per_sec / peak, 4)
-        if mem is not None:
-            result["peak_memory_gib"] = round(mem, 2)
+        if mem is not None:  # against the memory plan that -B auto trusts (gptkit/memory.py)
+            optimizer_name, _, chunked, _, activation_checkpointing = VARIANTS[name]
+            planned = memory.plan(variant_config(config, name), B, T, 1, False, activation_checkpointing,
+                                  args.dtype != "float32" or optimizer_name == "lecture",
+                                  args.loss_chunk_size if chunked else 0, optimizer_name == "modern")["total"]
+            result.update(peak_memory_gib=round(mem, 2), plan_gib=round(planned / memory.GIB, 2),
+                          plan_over_peak=round(planned / memory.GIB / mem, 3))
         base = figures["results"].get(variants[0], {}).get("tokens_per_s")  # the first variant is the baseline
         if base and name != variants[0]:
             result[f"speedup_vs_{variants[0]}"] = round(tokens_per_sec / base, 2)

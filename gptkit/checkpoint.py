@@ -12,7 +12,6 @@ killed one left, and refuses to start when the disk has no room for one more che
     python -m gptkit.checkpoint runs/big/ckpt_005000 ckpt_005000.pt   # a sharded checkpoint -> one file
 """
 
-import fcntl
 import os
 import pickle
 import re
@@ -22,6 +21,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from filelock import FileLock, Timeout
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -245,30 +245,29 @@ def is_checkpoint(path):
 
 def claim_run_dir(out_dir, checkpoint_bytes):
     """One live job per run directory: an exclusive lock on out_dir/.lock, held until this process ends (the
-    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned file.
+    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned lock.
     With the lock held no other job is writing here, so the .tmp of a save that was killed is removed; and a disk
     without room for one more checkpoint (checkpoint_bytes) is said now, not after the steps before the save."""
-    f = open(os.path.join(out_dir, ".lock"), "w")
+    lock = FileLock(os.path.join(out_dir, ".lock"))  # flock on POSIX, msvcrt on Windows
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
+        lock.acquire(timeout=0)
+    except Timeout:
         raise ValueError(f"another job is training in {out_dir} (it holds {out_dir}/.lock); wait for it to end or "
                          "stop it, then --resume, or choose another --out-dir") from None
     for name in os.listdir(out_dir):
         if re.fullmatch(r"ckpt_\d{6}(\.pt)?\.tmp", name):
             remove(os.path.join(out_dir, name))
     if shutil.disk_usage(out_dir).free < checkpoint_bytes:
-        f.close()
+        lock.release()
         raise SaveError(f"no room for a checkpoint in {out_dir}: one needs about {checkpoint_bytes / 1e6:,.1f} MB "
                         f"and {disk_space(out_dir)}; free space or choose another --out-dir")
-    return f
+    return lock
 
 
-def restore(path, ckpt, model, optimizer, train_loader):
+def restore(path, ckpt, model, optimizer, train_loader, scaler):
     """--resume: the weights of a sharded checkpoint (a one-file checkpoint's came with the model), and unless
-    evaluating only (train_loader None) the optimizer state, the data position and the RNG, so that the run goes
-    on exactly as if it had not stopped."""
+    evaluating only (train_loader None) the optimizer state, the data position, the RNG and float16's loss scale,
+    so that the run goes on exactly as if it had not stopped."""
     if os.path.isdir(path):
         load_sharded(model, optimizer, path)  # weights and optimizer, resharded onto these ranks
     elif train_loader is not None:
@@ -276,6 +275,8 @@ def restore(path, ckpt, model, optimizer, train_loader):
     if train_loader is not None:
         train_loader.load_state_dict(ckpt["train_loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if ckpt.get("scaler"):  # float16 (an unused scaler's state is empty)
+            scaler.load_state_dict(ckpt["scaler"])
 
 
 def add_arguments(parser):

@@ -40,11 +40,3 @@ def bf16_matmul_unit(cpuinfo="/proc/cpuinfo"):
         return None
     flags = set(found.group(1).split()) if found else set()
     return next((unit for unit in BF16_UNITS if unit in flags), None)
-
-
-def auto_dtype_line():
-    """What --dtype auto chose on this CPU, and why: the trainer's start-up says it."""
-    unit = bf16_matmul_unit()
-    if unit:
-        return f"dtype: bfloat16 autocast, as this CPU multiplies bf16 in hardware ({unit}); --dtype float32 for fp32"
-    return "dtype: float32, as this CPU has no bf16 matmul unit (AMX, AVX-512 BF16 or ARM BF16); --dtype overrides"

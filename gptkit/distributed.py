@@ -11,29 +11,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gptkit import cpu
-
-
-def autodetect_device():
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def compute_dtype(device_type, dtype="auto"):
-    """--dtype as a torch dtype: auto is bf16 on cuda and on CPUs that multiply bf16 in hardware, else float32."""
-    if dtype == "auto":
-        bf16 = device_type == "cuda" or (device_type == "cpu" and cpu.bf16_matmul_unit() is not None)
-        return torch.bfloat16 if bf16 else torch.float32
-    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-
-
-def autocast_context(device_type, dtype="auto"):
-    """Mixed precision for forward passes: bf16 autocast where compute_dtype says so, plain float32 elsewhere."""
-    dtype = compute_dtype(device_type, dtype)
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+from gptkit.hardware import autodetect_device
 
 
 def rank_and_world_size():
@@ -41,17 +19,66 @@ def rank_and_world_size():
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def setup_distributed(device=None):
-    """Under torchrun, join the process group: nccl between GPUs (one per process), gloo between CPU processes.
+def setup_distributed(device=None, cpu_offload=False):
+    """Under torchrun, join the process group: nccl between GPUs (one per process, the one of the process's
+    LOCAL_RANK), gloo between CPU processes, and both with --cpu-offload (FSDP then clips and steps on CPU tensors).
     Returns this process's device."""
     device = device or autodetect_device()
     if "RANK" not in os.environ:
         return device
+    if device.startswith("cuda:"):
+        raise ValueError(f"--device {device} under torchrun: each rank takes the GPU of its LOCAL_RANK; pass "
+                         "--device cuda (or nothing), and choose the GPUs with CUDA_VISIBLE_DEVICES")
     if device == "cuda":
         device = f"cuda:{os.environ['LOCAL_RANK']}"
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    backend = "gloo" if not device.startswith("cuda") else "cuda:nccl,cpu:gloo" if cpu_offload else "nccl"
+    dist.init_process_group(backend=backend)
     return device
+
+
+SHARED_FILES_ADVICE = ("on several nodes, the shards, the run directory (--out-dir) and --hellaswag-dir must be on a "
+                       "filesystem every node shares, or copied to each node")
+
+
+@contextmanager
+def same_outcome(world_size):
+    """Set-up as one step for all ranks: when it fails on some ranks only (a file one node cannot see), it fails
+    on every rank with one line naming the first of them and why, instead of the others waiting for it in their
+    first collective. Failing on every rank, each raises its own error."""
+    error = None
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001: raised again below, on every rank
+        error = e
+    if world_size > 1:
+        errors = [None] * world_size
+        dist.all_gather_object(errors, error and str(error))
+        failed = [(rank, message) for rank, message in enumerate(errors) if message]
+        if 0 < len(failed) < world_size:
+            rank, message = failed[0]
+            raise ValueError(f"rank {rank}: {message} ({SHARED_FILES_ADVICE})") from error
+    if error is not None:
+        raise error
+
+
+def smallest(value, world_size, device):
+    """The smallest of the ranks' values (None: unknown, the others decide): what every rank can afford."""
+    if world_size > 1:
+        x = torch.tensor(float("inf") if value is None else float(value), dtype=torch.float64, device=device)
+        dist.all_reduce(x, op=dist.ReduceOp.MIN)
+        value = None if x.item() == float("inf") else x.item()
+    return value
+
+
+def check_same(value, world_size, what):
+    """Every rank holds the same value (the checkpoint it resumes from), or every rank raises one line."""
+    if world_size > 1:
+        values = [None] * world_size
+        dist.all_gather_object(values, value)
+        for rank, v in enumerate(values):
+            if v != values[0]:
+                raise ValueError(f"rank {rank} sees {what} {v}, rank 0 {values[0]}: {SHARED_FILES_ADVICE}")
 
 
 def wrap_model(model, fsdp, world_size, device, activation_checkpointing=False, dtype=torch.float32,

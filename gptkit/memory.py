@@ -17,6 +17,8 @@ Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T t
     FSDP with bf16                                     the gathered bf16 weights of two blocks and of the root
 """
 
+import argparse
+
 import torch
 
 GIB = 2**30
@@ -101,13 +103,53 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     return [describe(parts, capacity)] + ([tip] if tip else [])
 
 
+HEADROOM = 0.9  # -B auto plans for 90% of the memory: the CUDA context, the allocator's slack, compiled kernels
+
+
+def auto_batch_size(config, args, world_size, bf16, capacity):
+    """-B auto: the largest micro-batch whose plan fits in capacity bytes (HEADROOM of it) among those that keep
+    --total-batch-size by gradient accumulation. Returns (B, the line that says so); a model that does not fit
+    even at B=1 is an error naming what would make it fit."""
+    T, total = args.seq_len, args.total_batch_size
+    per_rank = total // (T * world_size) if total % (T * world_size) == 0 else 1  # else: the trainer's error
+    candidates = [b for b in range(per_rank, 0, -1) if per_rank % b == 0]
+    if capacity is None:  # a platform that does not say how much memory is free
+        B = next(b for b in candidates if b <= 8)
+        return B, f"-B auto: {B} (this platform does not say how much memory is free; -B sets it)"
+    fits = lambda b: plan(config, b, T, world_size, args.fsdp, args.activation_checkpointing, bf16,  # noqa: E731
+                          args.loss_chunk_size, args.muon)["total"] <= HEADROOM * capacity
+    B = next((b for b in candidates if fits(b)), None)
+    if B is None:
+        need = plan(config, 1, T, world_size, args.fsdp, args.activation_checkpointing, bf16, args.loss_chunk_size,
+                    args.muon)["total"]
+        raise ValueError(f"the model does not fit in {capacity / GIB:.1f} GiB even at -B 1 (the memory plan: "
+                         f"{need / GIB:.1f} GiB); try --activation-checkpointing, --loss-chunk-size 8192, --fsdp "
+                         "over more GPUs, or a smaller --model or -T")
+    accumulation = per_rank // B
+    return B, (f"-B auto: {B}, the largest micro-batch whose memory plan fits {capacity / GIB:.1f} GiB, with "
+               f"{accumulation} accumulation step{'s' * (accumulation > 1)} for the total batch of {total:,} tokens")
+
+
+def batch_size_arg(text):
+    """argparse type of -B: auto, or a positive number of sequences."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive or auto, not {text}")
+    return int(text)
+
+
 def print_plan(name, config, args):
-    """--plan: the memory plan of the model `name` (config) for --nproc GPUs of --gpu-memory GiB each, printed
-    without training or a GPU."""
+    """--plan: the memory plan of the model `name` (config) for --nproc GPUs of --device-memory GiB each (80 by
+    default), printed without training or a GPU; -B auto says which micro-batch fits."""
+    capacity = (args.device_memory or 80) * GIB
+    if args.batch_size == "auto":
+        args.batch_size, line = auto_batch_size(config, args, args.nproc, args.dtype != "float32", capacity)
+        print(line)
     print(f"{name}: {parameter_count(config) / 1e6:,.1f}M parameters, -B {args.batch_size}, "
           f"T={args.seq_len or config.block_size}, {args.nproc} GPUs, {'FSDP' if args.fsdp else 'DDP'}"
           f"{', activation checkpointing' if args.activation_checkpointing else ''}")
-    for line in plan_lines(config, args, args.nproc, args.dtype != "float32", args.gpu_memory * GIB):
+    for line in plan_lines(config, args, args.nproc, args.dtype != "float32", capacity):
         print(line)
 
 
@@ -129,4 +171,6 @@ def add_arguments(parser):
     g.add_argument("--plan", action="store_true",
                    help="print the memory plan per GPU (weights, gradients, AdamW, activations, loss) and exit")
     g.add_argument("--nproc", type=int, default=8, help="with --plan: the number of GPUs to plan for")
-    g.add_argument("--gpu-memory", type=float, default=80, help="with --plan: GiB of memory per GPU")
+    g.add_argument("--device-memory", "--gpu-memory", type=float, metavar="GIB",
+                   help="plan -B auto (and --plan) for a device of this many GiB instead of the one present (default: "
+                        "its free memory; with --plan, 80)")

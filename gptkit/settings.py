@@ -43,7 +43,7 @@ def resolve(parser, argv=None):
         apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
     if args.recipe == "modern":
         apply_defaults(args, modern.RECIPE, given)
-    if args.resume:
+    if args.resume and checkpoint.checkpoint_paths(args.out_dir):  # none: the trainer says so, on every rank at once
         path = checkpoint.newest_checkpoint(args.out_dir)
         saved = checkpoint.load_meta(path).get("args", {})
         if "model" in given and given["model"] != saved.get("model", args.model):

@@ -36,11 +36,14 @@ class StopRequest:
 
 
 def worker_pool(processes, initializer):
-    """A multiprocessing Pool whose forked workers do not inherit this process's handlers: a worker ends at the
-    pool's SIGTERM (which Pool.terminate sends) and ignores Ctrl-C, which is the parent's to act on. Under the
-    trainer's StopRequest an inherited handler would instead print "stopping after this step" in the worker and
-    keep it alive, and the pool's shutdown would wait for it for ever. The signals stay blocked from before the
-    fork until the worker has put the defaults back, so none can arrive in between."""
+    """A multiprocessing Pool whose workers do not inherit this process's handlers: a worker ends at the pool's
+    SIGTERM (which Pool.terminate sends) and ignores Ctrl-C, which is the parent's to act on. Under the trainer's
+    StopRequest an inherited handler would instead print "stopping after this step" in the worker and keep it
+    alive, and the pool's shutdown would wait for it for ever. Where threads can block signals (POSIX), they stay
+    blocked from before the fork until the worker has put the defaults back, so none can arrive in between;
+    elsewhere (Windows) workers start as fresh processes and set the defaults first thing."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return Pool(processes, initializer=_start_worker, initargs=(initializer,))
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, StopRequest.SIGNALS)
     try:
         # the pool's own threads start here too, and keep the blocked mask: workers it forks later start blocked
@@ -52,5 +55,6 @@ def worker_pool(processes, initializer):
 def _start_worker(initializer):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, StopRequest.SIGNALS)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, StopRequest.SIGNALS)
     initializer()

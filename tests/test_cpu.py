@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from gptkit import cpu, distributed, sampling
+from gptkit import cpu, hardware, sampling
 from helpers import ROOT, SMALL_ANY_DTYPE, train
 
 # what a training step does to the allocator: large buffers allocated, written and freed, step after step
@@ -50,11 +50,12 @@ def test_the_bf16_matmul_unit_is_read_from_cpuinfo(tmp_path, cpuinfo, unit):
 
 def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path):
     expected = torch.bfloat16 if cpu.bf16_matmul_unit() else torch.float32
-    assert distributed.compute_dtype("cpu") == expected and distributed.compute_dtype("cuda") == torch.bfloat16
-    assert distributed.compute_dtype("cpu", "float32") == distributed.compute_dtype("mps") == torch.float32
+    assert hardware.compute_dtype("cpu") == expected
+    assert hardware.compute_dtype("cpu", "float32") == torch.float32
     out = train(data, tmp_path / "a", *SMALL_ANY_DTYPE, "--max-steps", 1, small=False).stdout
-    assert cpu.auto_dtype_line() in out and out.count("dtype: ") == 1
-    assert "dtype: " not in train(data, tmp_path / "b", "--max-steps", 1).stdout  # helpers.SMALL: --dtype float32
+    line = hardware.describe(hardware.probe("cpu"), hardware.decide(hardware.probe("cpu")))
+    assert line in out and out.count("device: CPU") == 1
+    assert "| float32 |" in train(data, tmp_path / "b", "--max-steps", 1).stdout  # helpers.SMALL: --dtype float32
 
 
 @pytest.mark.parametrize("weights, unit, device, expected", [

@@ -1,4 +1,6 @@
-"""What only a GPU can show: bf16 autocast, fused AdamW, torch.compile and resume on CUDA. Skipped without one."""
+"""What only a GPU can show: bf16 autocast, float16 with the gradient scaler, the device's own choices, fused
+AdamW, torch.compile and resume on CUDA. Skipped without one. The tests that compile are marked slow:
+bench/gpu_check.sh runs the others first, under a short limit, and these in a part of their own."""
 
 import os
 import subprocess
@@ -7,8 +9,9 @@ import pytest
 import torch
 
 import train_gpt2 as tg
+from gptkit import hardware
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
-from helpers import SMALL, command, make_examples, train, write_jsonl
+from helpers import SMALL, command, final_state, make_examples, train, write_jsonl
 from plot import read_log
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -44,6 +47,23 @@ def test_fused_adamw_on_cuda_matches_the_for_loop_update():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
+def test_the_choices_follow_this_gpu_s_compute_capability():
+    info = hardware.probe("cuda")
+    choices = hardware.decide(info)
+    native_bf16 = torch.cuda.get_device_capability() >= (8, 0)
+    assert choices.dtype == (torch.bfloat16 if native_bf16 else torch.float16) and choices.grad_scaler != native_bf16
+    assert choices.fused_adamw and info.name == torch.cuda.get_device_name()
+
+
+def test_float16_with_the_gradient_scaler_trains_and_saves_the_scale(data, tmp_path):
+    r = train(data, tmp_path, "--device", "cuda", "--dtype", "float16", "--max-steps", "6", "--eval-interval", "6")
+    assert "float16 autocast with a gradient scaler" in r.stdout
+    log = read_log(tmp_path)
+    assert log["train"][5] < log["train"][0] and log["val"][6] < 10.5
+    assert final_state(tmp_path)["scaler"]["scale"] > 0
+
+
+@pytest.mark.slow
 def test_compiled_greedy_generation_equals_eager():
     torch.manual_seed(0)
     model = tg.GPT(tg.preset("tiny")[0]).cuda().eval()
@@ -53,6 +73,7 @@ def test_compiled_greedy_generation_equals_eager():
     assert model.generate(prompts, 24, temperature=0) == eager
 
 
+@pytest.mark.slow
 def test_bf16_compiled_training_resumes_on_cuda(data, tmp_path):
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(8, seed=7))
     args = ["--device", "cuda", "--dtype", "bfloat16", "--compile", "-B", "8", "-T", "128", "--total-batch-size",

@@ -120,7 +120,7 @@ def test_tests_without_the_tokenizer_files_stop_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("script, flag", [
-    ("train_gpt2.py", "micro-batch: sequences per forward pass per rank (default: 64)"),
+    ("train_gpt2.py", "the memory plan (--device-memory) (default: auto)"),
     ("fineweb.py", "documents sent to a worker at a time (default: 256)"),
     ("hellaswag.py", "examples per forward pass (4 rows each) (default: 16)"),
     ("sample.py", "the same seed gives the same samples (default: 42)"),

@@ -191,7 +191,7 @@ def test_clear_errors(data, tmp_path, capsys):
         (["--model", "gpt5"], "invalid choice: 'gpt5'"),
         (["-T", 512], "longer than the model's block_size 256"),
         (["--loss-chunk-size", -1], "--loss-chunk-size: must be 0 (off) or positive, not -1"),
-        (["-B", 0], "argument -B/--batch-size: must be positive, not 0"),
+        (["-B", 0], "argument -B/--batch-size: must be positive or auto, not 0"),
         (["--cpu-offload"], "--cpu-offload moves FSDP's shards off the GPUs: it needs --fsdp on cuda"),
     ]
     for args, message in cases:
