@@ -7,9 +7,8 @@ GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture 
                      HellaSwag and samples every N steps, checkpoints
     4. command line  every knob, with defaults that reproduce the GPT-2 124M run on 10B FineWeb-Edu tokens
 
-What goes beyond the lecture (KV-cache sampling, the chunked loss, checkpoint files and resuming, how settings
-are layered, torchrun and FSDP, Hugging Face export, FLOPs/MFU, stop signals, the modern recipe) lives in gptkit/,
-one call away. Importing this file only defines things; `python train_gpt2.py --help` lists the flags.
+Beyond the lecture (the KV cache, the chunked loss, checkpoints and resuming, layered settings, torchrun and FSDP, the
+device's choices, export, MFU, stop signals, the modern recipe): gptkit/, one call away. Importing runs nothing.
 """
 
 import argparse
@@ -380,7 +379,7 @@ def setup_run(args):
     capacity = distributed.smallest(hardware.memory_capacity(device, args.device_memory), world_size, device) \
         if args.batch_size == "auto" else None  # for -B auto: the memory every rank has
     # everything that can be wrong with the inputs shows up here, on every rank together (one line from rank 0)
-    with distributed.same_outcome(world_size):
+    with distributed.same_outcome(world_size) as seen:
         model, ckpt = starting_model(args)
         _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: gpt2-xl's
         settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
@@ -402,7 +401,9 @@ def setup_run(args):
             if args.hellaswag_interval else None
         if args.sample_interval:
             gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
-    device_type = device.split(":")[0]  # cuda:1 -> cuda
+        # several nodes: every rank must read the same shards and resume from the same checkpoint as rank 0
+        seen.update(shards=[os.path.basename(p) for d in (train_loader, val_loader) if d for p in d.paths],
+                    checkpoint=ckpt and os.path.basename(checkpoint.newest_checkpoint(args.out_dir)))
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
@@ -412,14 +413,13 @@ def setup_run(args):
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
                                      choices.fused_adamw, args.adamw_lr_scale)
     else:  # the lecture's AdamW, for a modern model too (it only looks at the parameters)
-        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, device_type, choices.fused_adamw)
+        optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, info.type, choices.fused_adamw)
     run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if choices.compile else wrapped,
               optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
-              torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32), hella_examples,
-              torch.amp.GradScaler(device_type, enabled=choices.grad_scaler))
+              torch.autocast(info.type, dtype=dtype, enabled=dtype != torch.float32), hella_examples,
+              torch.amp.GradScaler(info.type, enabled=choices.grad_scaler))
     if ckpt is not None:
         path = checkpoint.newest_checkpoint(args.out_dir)
-        distributed.check_same(os.path.basename(path), world_size, "as its newest checkpoint")  # several nodes
         checkpoint.restore(path, ckpt, model, optimizer, train_loader, run.scaler)
         run.val_loss = run.best_val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {path} at step {ckpt['step']}")

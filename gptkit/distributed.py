@@ -43,21 +43,28 @@ SHARED_FILES_ADVICE = ("on several nodes, the shards, the run directory (--out-d
 
 @contextmanager
 def same_outcome(world_size):
-    """Set-up as one step for all ranks: when it fails on some ranks only (a file one node cannot see), it fails
-    on every rank with one line naming the first of them and why, instead of the others waiting for it in their
-    first collective. Failing on every rank, each raises its own error."""
-    error = None
+    """Set-up as one step for all ranks. Inside, each rank notes what it sees in the dict this yields (its shards,
+    its newest checkpoint); at the end one collective compares. When set-up failed on some ranks only (a file one
+    node cannot see), or a rank sees something else than rank 0, every rank raises one line naming the first such
+    rank and why, instead of the others waiting for it in their first collective (or training on other data).
+    Failing on every rank, each raises its own error."""
+    seen, error = {}, None
     try:
-        yield
+        yield seen
     except Exception as e:  # noqa: BLE001: raised again below, on every rank
         error = e
     if world_size > 1:
-        errors = [None] * world_size
-        dist.all_gather_object(errors, error and str(error))
-        failed = [(rank, message) for rank, message in enumerate(errors) if message]
+        reports = [None] * world_size
+        dist.all_gather_object(reports, (error and str(error), seen))
+        failed = [(rank, message) for rank, (message, _) in enumerate(reports) if message]
         if 0 < len(failed) < world_size:
             rank, message = failed[0]
             raise ValueError(f"rank {rank}: {message} ({SHARED_FILES_ADVICE})") from error
+        for rank, (_, theirs) in enumerate(reports):
+            for what, value in theirs.items():
+                if not failed and value != reports[0][1][what]:
+                    raise ValueError(f"rank {rank} sees {what} {_brief(value)}, rank 0 {_brief(reports[0][1][what])}:"
+                                     f" {SHARED_FILES_ADVICE}")
     if error is not None:
         raise error
 
@@ -71,14 +78,11 @@ def smallest(value, world_size, device):
     return value
 
 
-def check_same(value, world_size, what):
-    """Every rank holds the same value (the checkpoint it resumes from), or every rank raises one line."""
-    if world_size > 1:
-        values = [None] * world_size
-        dist.all_gather_object(values, value)
-        for rank, v in enumerate(values):
-            if v != values[0]:
-                raise ValueError(f"rank {rank} sees {what} {v}, rank 0 {values[0]}: {SHARED_FILES_ADVICE}")
+def _brief(value):
+    """A value for a one-line message: a long list as its length and first items."""
+    if isinstance(value, list) and len(value) > 3:
+        return f"{len(value)} ({', '.join(map(str, value[:3]))}, ...)"
+    return str(value)
 
 
 def wrap_model(model, fsdp, world_size, device, activation_checkpointing=False, dtype=torch.float32,

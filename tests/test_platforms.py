@@ -4,6 +4,7 @@ pthread_sigmask). The GPUs and the other machines are played by gloo processes, 
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -70,10 +71,12 @@ def test_torchrun_on_a_fresh_checkout_prepares_shards_and_hellaswag_once_then_tr
     clone = copy_tracked_files(tmp_path / "clone")  # no data/, no hellaswag/
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "train_gpt2.py", "--quickstart", *SMALL, "--max-steps", "2", "--eval-interval", "2",
-                        "--hellaswag-interval", "2", "--hellaswag-batch-size", "2"],
+                        "--hellaswag-interval", "2", "--hellaswag-batch-size", "2", "-B", "auto", "--device-memory",
+                        "0.25"],
                        cwd=clone, capture_output=True, text=True, timeout=600, env={**os.environ, "HELLASWAG_URL": url})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert requests == ["/hellaswag_val.jsonl"]  # one download for both ranks
+    assert "-B auto: 4, the largest micro-batch whose memory plan fits 0.2 GiB, with 1 accumulation step" in r.stdout
     assert sorted(os.listdir(clone / "hellaswag")) == ["hellaswag_val.jsonl", "hellaswag_val.jsonl.lock"]
     shards = sorted(f for f in os.listdir(clone / "data" / "tinyshakespeare") if f.endswith(".npy"))
     assert shards == ["tinyshakespeare_train_000001.npy", "tinyshakespeare_val_000000.npy"]
@@ -82,23 +85,38 @@ def test_torchrun_on_a_fresh_checkout_prepares_shards_and_hellaswag_once_then_tr
 
 
 @pytest.mark.slow
-def test_a_node_that_cannot_see_rank_0s_checkpoint_stops_the_resume_in_one_line(data, tmp_path):
-    """Two nodes on localhost, each in a folder of its own: a run directory that is not on a shared filesystem."""
+@pytest.mark.parametrize("node1_has, error", [
+    ("no checkpoint", "rank 1: --resume: no checkpoint"),
+    ("an older checkpoint", "rank 1 sees checkpoint ckpt_000002.pt, rank 0 ckpt_000004.pt"),
+    ("another shard", "rank 1 sees shards ['tinyshakespeare_train_000001.npy', 'tinyshakespeare_train_000002.npy',"),
+])
+def test_a_node_that_sees_other_files_than_rank_0_stops_the_resume_in_one_line(data, tmp_path, node1_has, error):
+    """Two nodes on localhost, each in a folder of its own: the run directory and the shards are relative paths, as
+    if they were not on a filesystem the nodes share."""
     nodes = [tmp_path / "node0", tmp_path / "node1"]
-    train(data, nodes[0] / "run", "--max-steps", 4, "--stop-at", 2)
-    nodes[1].mkdir()
+    for node in nodes:
+        shutil.copytree(data, node / "data")
+    train(data, nodes[0] / "run", "--max-steps", 6, "--stop-at", 2)
+    if node1_has != "no checkpoint":
+        shutil.copytree(nodes[0] / "run", nodes[1] / "run")
+    train(data, nodes[0] / "run", "--max-steps", 6, "--stop-at", 4, "--resume")
+    if node1_has == "another shard":
+        shutil.copytree(nodes[0] / "run", nodes[1] / "run", dirs_exist_ok=True)
+        shutil.copy(nodes[1] / "data" / "tinyshakespeare_train_000001.npy",
+                    nodes[1] / "data" / "tinyshakespeare_train_000002.npy")
+    before = sorted(os.listdir(nodes[0] / "run"))
     port = str(29600 + os.getpid() % 1000)
     launch = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
                                 "--nproc-per-node=1", "--rdzv-backend=static", "--master-addr=127.0.0.1",
-                                f"--master-port={port}", TRAIN, "--data-dir", data, "--out-dir", "run", *SMALL,
-                                "--max-steps", "4", "--resume"], cwd=node, stdout=subprocess.PIPE,
+                                f"--master-port={port}", TRAIN, "--data-dir", "data", "--out-dir", "run", *SMALL,
+                                "--max-steps", "6", "--resume"], cwd=node, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True) for rank, node in enumerate(nodes)]
     outputs = [p.communicate(timeout=300) for p in launch]
     assert all(p.returncode != 0 for p in launch)
     errors = [line for line in outputs[0][1].splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "rank 1: --resume: no checkpoint" in errors[0], outputs[0][1][-3000:]
+    assert len(errors) == 1 and error in errors[0], outputs[0][1][-3000:]
     assert "a filesystem every node shares" in errors[0]
-    assert sorted(os.listdir(nodes[0] / "run")) == [".lock", "ckpt_000002.pt", "log.txt", "run.json"]  # untouched
+    assert sorted(os.listdir(nodes[0] / "run")) == before  # nothing written
 
 
 def test_device_under_torchrun_is_one_gpu_per_local_rank(monkeypatch):
