@@ -2,6 +2,7 @@
 neither torch nor the trainer; importing hellaswag.py or train_gpt2.py runs nothing and loads no trainer."""
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -68,3 +69,13 @@ def test_the_trainer_stays_lecture_sized():
     long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(source))
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 80]
     assert long == []
+
+
+def test_the_readme_is_a_short_front_door_to_every_page_of_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert pages and [p for p in pages if f"(docs/{p}" not in readme] == []
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:  # every relative link leads to a file
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
