@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 
 import torch
@@ -27,6 +28,8 @@ def save_result(name, device, figures, path=None, echo=True):
         "device": device_name(device),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None,
         **figures,
     }
     path = path or os.path.join(RESULTS, f"{name}.json")

@@ -20,8 +20,8 @@ ROWS = 32  # fp32 logits per block on a CPU: 32 x 50,304 x 4 bytes = 6.4 MB, whi
 
 def soft_cap_(logits, cap):
     """cap * tanh(logits / cap), the modern recipe's logit cap, in place on float logits, written through the sigmoid
-    (tanh u = 2 sigmoid(2u) - 1): the same function, but torch's fp32 tanh on a CPU ran 9x slower than its sigmoid
-    (2,048 x 50,304 logits: 265 against 29 ms on this project's 2-core CI machine)."""
+    (tanh u = 2 sigmoid(2u) - 1): the same function, but torch's fp32 tanh on a CPU is several times slower than its
+    sigmoid (docs/benchmarks.md)."""
     return logits.mul_(2 / cap).sigmoid_().mul_(2 * cap).sub_(cap)
 
 

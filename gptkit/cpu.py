@@ -3,8 +3,8 @@ bf16 autocast where the CPU multiplies bf16 in hardware (--dtype auto).
 
 By default glibc serves every block above its mmap threshold (at most 32 MiB) straight from the kernel and hands
 it back on free. A training step frees and allocates the same large buffers every time (the tiny preset's
-8 x 256 x 50,304 fp32 logits alone are 412 MB), so each step page-faults all of them in again: on a 2-core
-machine that kernel time was a third of the quick start's CPU time. With mmap off and the heap never trimmed, a freed
+8 x 256 x 50,304 fp32 logits alone are 412 MB), so each step page-faults all of them in again, a large share of
+the quick start's CPU time on a small machine (docs/benchmarks.md). With mmap off and the heap never trimmed, a freed
 block is reused as it is, for some more peak memory (bench/cpu_limits.py measures both).
 """
 

@@ -144,9 +144,9 @@ class ModernBlock(nn.Module):
 class SoftCap(torch.autograd.Function):
     """cap * tanh(z / cap) of the head's logits z (..., vocab), in fp32 (or fp64), 32 rows at a time. The logits are
     the largest tensor of a small model's step (412 MB in fp32 at B=8, T=256): each elementwise pass over them is a
-    trip to memory, while a block of 32 rows (6.4 MB) stays in the CPU's cache through all the passes the cap takes.
-    On this project's 2-core CI machine the same expression left to autograd added about 250 ms to tiny's step,
-    this about 40, with the same numbers bit for bit."""
+    trip to memory, while a block of 32 rows (6.4 MB) stays in the CPU's cache through all the passes the cap takes:
+    several times faster than the same expression left to autograd (docs/benchmarks.md), the same numbers bit for
+    bit."""
 
     @staticmethod
     def forward(ctx, z, cap):
@@ -220,8 +220,7 @@ class ModernGPT(nn.Module):
         x = self.hidden_states(idx)
         if targets is not None and (self.loss_chunk_size or self.config.softcap):
             # the soft cap inside the loss, in one chunk without --loss-chunk-size: the cap, the log-softmax and
-            # their gradient block by block while in the CPU's cache (tiny's bf16 step: 434 against 530 ms with
-            # SoftCap and F.cross_entropy, a side run on this project's Intel CI machine)
+            # their gradient block by block while in the CPU's cache (faster than SoftCap and F.cross_entropy)
             chunk_size = self.loss_chunk_size or targets.numel()
             return None, chunked_cross_entropy(x, self.lm_head.weight, targets, chunk_size, self.config.softcap)
         logits = self.lm_head(x)

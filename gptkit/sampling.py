@@ -44,9 +44,8 @@ class KVCache:
 
 def cache_dtype(weight_dtype, device):
     """The KV cache's dtype: the weights' on a GPU; on a CPU fp32, or bf16 for bf16 weights where the CPU has AMX.
-    At one query row (gpt2 shape, 50 to 100 cached positions, each timed on its own on a 2-core machine) the CPU's
-    bf16 attention kernel was 3 to 6x slower than the fp32 one on an AMD EPYC with AVX-512 BF16, and faster with
-    AMX tiles, which PyTorch's CPU flash attention uses for bf16 (36 against 52 us at 108 positions, Intel Xeon)."""
+    At one query row the CPU's bf16 attention kernel is slower than the fp32 one without AMX (AVX-512 BF16 only),
+    and faster with AMX tiles, which PyTorch's CPU flash attention uses for bf16 (docs/benchmarks.md)."""
     if device.type != "cpu" or (weight_dtype == torch.bfloat16 and cpu.bf16_matmul_unit() == "amx_bf16"):
         return weight_dtype
     return torch.float32
@@ -54,9 +53,8 @@ def cache_dtype(weight_dtype, device):
 
 class PackedLinear(nn.Module):
     """An nn.Linear whose weight oneDNN lays out once for its own kernel (on a CPU). At the few rows of a decode
-    step it reads the weights far faster than F.linear: gpt2's 49 matrices one after another at 4 rows, on this
-    project's 2-core CI machine, about 20 GB/s against 5 in fp32 (a plain sum of the same weights: 21 to 26), and
-    twice F.linear's rate in bf16 (whole decoding: bench/cpu_limits.py). In bf16 the same numbers as F.linear, bit
+    step it reads the weights far faster than F.linear, close to the machine's memory bandwidth (bench/cpu_limits.py,
+    docs/benchmarks.md). In bf16 the same numbers as F.linear, bit
     for bit; in fp32 oneDNN adds in its own order, so the outputs differ from F.linear's by rounding (about 1e-6 of
     their largest value). With gelu=True it also applies GPT-2's tanh GELU to its output, inside the same kernel
     (on the fp32 sums, before rounding to bf16), one operation and one pass fewer per block."""
@@ -104,7 +102,7 @@ def is_tanh_gelu(module):
 def packed_linears(model, rows):
     """While sampling on a CPU, every plain nn.Linear of the model is a PackedLinear, put back afterwards; an MLP's
     c_fc takes over the GELU after it (the MLP's gelu is an nn.Identity meanwhile). The weights are held once more,
-    laid out (for gpt2: 237 MB and 0.1 s in bf16, 474 MB in fp32), so where that copy would take more than half of
+    laid out (for gpt2: 237 MB in bf16, 474 MB in fp32), so where that copy would take more than half of
     the memory still available, the model samples as it is; elsewhere too."""
     linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
                if type(child) is nn.Linear and can_pack(child.weight)]
@@ -131,7 +129,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     """logits (B, vocab) -> (B,) next token ids. temperature 0 is greedy. top_k keeps the k most likely tokens,
     top_p the smallest set of them whose probability adds up to top_p (the nucleus); the draw is from what is kept,
     renormalised."""
-    if temperature == 0:  # max, not argmax: the same first index of the largest, 2.5x faster on a CPU (5x in bf16)
+    if temperature == 0:  # max, not argmax: the same first index of the largest, and faster on a CPU
         return logits.float().max(dim=-1).indices
     # a positive temperature keeps the order, so the candidates are chosen on the raw logits, in their own dtype,
     # and only the kept ones are divided: top-k 50 divides 50 numbers a row, not GPT-2's 50,257
@@ -150,8 +148,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
 def draw(weights, generator=None):
     """(B, n) non-negative weights -> (B,) one index per row, drawn with probability proportional to its weight:
     the first position where the running sum reaches a uniform draw from (0, row sum]. torch.multinomial gives the
-    same distribution, but over GPT-2's vocabulary, 4 rows, it took 5 ms a call on this project's 2-core CI machine
-    (a random number per entry), a fifth of a whole bf16 decode step of gpt2; this takes 0.1 ms."""
+    same distribution, but draws a random number per entry of GPT-2's vocabulary: a large share of a CPU decode step
+    (docs/benchmarks.md); this draws one per row."""
     cumulative = weights.cumsum(dim=-1)
     u = (1 - torch.rand(weights.size(0), 1, generator=generator, device=weights.device)) * cumulative[:, -1:]
     return torch.searchsorted(cumulative, u).squeeze(1)  # a zero weight never reaches it first

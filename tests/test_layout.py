@@ -2,6 +2,7 @@
 neither torch nor the trainer; importing hellaswag.py or train_gpt2.py runs nothing and loads no trainer."""
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -79,3 +80,17 @@ def test_the_readme_is_a_short_front_door_to_every_page_of_docs():
     for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:  # every relative link leads to a file
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
+def test_the_benchmark_page_is_generated_from_the_results():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import report
+
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert report.page_with_tables(page) == page, "docs/benchmarks.md is stale: run python bench/report.py"
+    for path in (ROOT / "bench" / "results").glob("*.json"):  # every file's figures are on the page, with its run
+        record = json.loads(path.read_text())
+        name, value = next(report.figures({k: v for k, v in record.items() if k != "date"}))  # each has one
+        assert f"| {name} | {value:,} |" in page and f"`{path.name}`" in page, path.name
+    changed = page.replace("| r1 |", "| r9 |", 1)
+    assert report.page_with_tables(changed) != changed  # an edit by hand is caught
