@@ -227,10 +227,10 @@ def load_model_to_score(name):
     """A transformers GPT-2 for a hub name (gpt2, gpt2-xl, ...) or a directory, or one of our checkpoints or run
     directories converted to one (the conversion export_hf writes). A checkpoint of the modern recipe, which has
     no transformers counterpart, comes back as gptkit.modern's model. Returns (model, its logits_fn maker)."""
-    from gptkit import checkpoint, modern
+    from gptkit import checkpoint, modern, rundir
     from gptkit.hf import from_pretrained, to_hf_model
 
-    path = checkpoint.newest_in_run(name)
+    path = rundir.newest_in_run(name)
     if checkpoint.is_checkpoint(path):
         ckpt = checkpoint.load_checkpoint(path)
         if modern.is_modern(ckpt["config"]):

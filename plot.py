@@ -80,9 +80,9 @@ def run_size(run_dir):
     """Parameter count of a run's model: from run.json, else its newest checkpoint (a tied matrix counted once)."""
     if "n_params" in run_info(run_dir):
         return run_info(run_dir)["n_params"]
-    from gptkit import checkpoint
+    from gptkit import checkpoint, rundir
 
-    ckpts = checkpoint.checkpoint_paths(run_dir)
+    ckpts = rundir.checkpoint_paths(run_dir)
     if not ckpts:
         return None
     tensors = checkpoint.load_checkpoint(ckpts[-1])["model"].values()

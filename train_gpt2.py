@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 import fineweb
 import hellaswag
-from gptkit import (checkpoint, chunked_loss, cpu, distributed, flops, hardware, hf, memory, modern, sampling,
-                    settings, tracking)
+from gptkit import (checkpoint, chunked_loss, cpu, distributed, flops, hardware, hf, memory, modern, rundir,
+                    sampling, settings, tracking)
 from gptkit.cli import HelpFormatter, non_negative_float, non_negative_int, positive_float, positive_int
 from gptkit.shards import ShardCursor, corpus_prefix, find_shards
 from gptkit.signals import StopRequest
@@ -252,7 +252,7 @@ def load_model(name_or_path):
     other presets (tiny, mini, gpt3-*) with fresh random weights, a chance-level baseline."""
     if name_or_path in PRESETS and not name_or_path.startswith("gpt2") and not os.path.exists(name_or_path):
         return GPT(preset(name_or_path)[0])
-    path = checkpoint.newest_in_run(name_or_path)
+    path = rundir.newest_in_run(name_or_path)
     if checkpoint.is_checkpoint(path):
         return model_from_checkpoint(checkpoint.load_checkpoint(path))
     return GPT.from_pretrained(path)
@@ -348,11 +348,11 @@ class Run:
 def starting_model(args):
     """The weights a run starts from: the newest checkpoint with --resume, --init-from's model, or a fresh preset.
     Returns (model, checkpoint or None)."""
-    if not args.resume and not args.eval_only and checkpoint.checkpoint_paths(args.out_dir):
+    if not args.resume and not args.eval_only and rundir.checkpoint_paths(args.out_dir):
         raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
                          "or choose another --out-dir")
     if args.resume:
-        path = checkpoint.newest_checkpoint(args.out_dir)
+        path = rundir.newest_checkpoint(args.out_dir)
         if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (setup_run)
             meta = checkpoint.load_meta(path)
             return model_from_config(meta["config"]), meta
@@ -403,7 +403,7 @@ def setup_run(args):
             gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
         # several nodes: every rank must read the same shards and resume from the same checkpoint as rank 0
         seen.update(shards=[os.path.basename(p) for d in (train_loader, val_loader) if d for p in d.paths],
-                    checkpoint=ckpt and os.path.basename(checkpoint.newest_checkpoint(args.out_dir)))
+                    checkpoint=ckpt and os.path.basename(rundir.newest_checkpoint(args.out_dir)))
     model.loss_chunk_size = args.loss_chunk_size
     model.config.attention = args.attention
     model.to(device)
@@ -419,7 +419,7 @@ def setup_run(args):
               torch.autocast(info.type, dtype=dtype, enabled=dtype != torch.float32), hella_examples,
               torch.amp.GradScaler(info.type, enabled=choices.grad_scaler))
     if ckpt is not None:
-        path = checkpoint.newest_checkpoint(args.out_dir)
+        path = rundir.newest_checkpoint(args.out_dir)
         checkpoint.restore(path, ckpt, model, optimizer, train_loader, run.scaler)
         run.val_loss = run.best_val_loss = ckpt.get("val_loss")
         run.log(f"resuming from {path} at step {ckpt['step']}")
@@ -458,7 +458,7 @@ def train_step(run, step, stop):
     stats = torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)])
     loss_value, stop_votes = distributed.all_reduce_mean(stats, run.world_size).tolist()  # one host sync
     if not math.isfinite(loss_value):
-        last = checkpoint.checkpoint_paths(args.out_dir)
+        last = rundir.checkpoint_paths(args.out_dir)
         raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
                                  f"checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check the data")
     run.scaler.unscale_(run.optimizer)  # float16: the gradients back at their true size before clipping
@@ -569,7 +569,7 @@ def train(args):
         os.makedirs(args.out_dir, exist_ok=True)
         if run.rank == 0:
             # a second job on this directory stops here, and so does a disk without room for a checkpoint
-            run.lock = checkpoint.claim_run_dir(args.out_dir, memory.checkpoint_bytes(run.raw_model.config, args.muon))
+            run.lock = rundir.claim_run_dir(args.out_dir, memory.checkpoint_bytes(run.raw_model.config, args.muon))
             run.records = tracking.RunRecords(args.out_dir, vars(args), start_step, {
                 "corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params()})
         for step in range(start_step, end_step):

@@ -53,13 +53,14 @@ def main():
     def save_gathered():
         state = checkpoint.model_and_optimizer_state(model, optimizer)
         if rank == 0:
-            checkpoint.save_checkpoint({"model": state[0], "optimizer": state[1], **meta}, work, 1, 10)
+            checkpoint.write_atomic({"model": state[0], "optimizer": state[1], **meta},
+                                    os.path.join(work, "ckpt_000001.pt"))
 
     def load_gathered():
         state = checkpoint.load_checkpoint(os.path.join(work, "ckpt_000001.pt"), need=("model", "optimizer"))
         checkpoint.restore_optimizer(model, optimizer, state["optimizer"])
 
-    figures["sharded_save_s"] = timed(lambda: checkpoint.save_sharded(model, optimizer, meta, work, 2, 10))
+    figures["sharded_save_s"] = timed(lambda: checkpoint.save(model, optimizer, meta, work, 2, 10, sharded=True))
     figures["sharded_load_s"] = timed(lambda: checkpoint.load_sharded(model, optimizer, os.path.join(work, "ckpt_000002")))
     figures["gathered_save_s"] = timed(save_gathered)
     figures["gathered_load_s"] = timed(load_gathered)

@@ -14,20 +14,18 @@ killed one left, and refuses to start when the disk has no room for one more che
 
 import os
 import pickle
-import re
-import shutil
 import tempfile
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from filelock import FileLock, Timeout
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, get_state_dict,
                                                      set_optimizer_state_dict, set_state_dict)
 
+from gptkit import rundir
 from gptkit.cli import convert_command, non_negative_int, positive_int
 
 FULL_ON_CPU = StateDictOptions(full_state_dict=True, cpu_offload=True)  # FSDP: gather the shards, on the CPU
@@ -38,43 +36,6 @@ META_KEYS = ("config", "step", "args", "train_loader", "rng")
 RESUME_KEYS = MODEL_KEYS + META_KEYS + ("optimizer",)  # a one-file checkpoint, for --resume
 # the trainer's advice when a save fails
 RESUME_ADVICE = "the checkpoints before it are intact: free space (or choose another --out-dir), then --resume"
-
-
-class SaveError(OSError):
-    """A checkpoint could not be written (a full disk, a file size limit, no permission): one line for the user."""
-
-
-def checkpoint_paths(out_dir):
-    """The finished checkpoints in out_dir, files and sharded folders alike, oldest first."""
-    if not os.path.isdir(out_dir):
-        return []
-    found = [f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt_\d{6}(\.pt)?", f)]
-    return [os.path.join(out_dir, f) for f in sorted(found, key=lambda f: f[5:11])]
-
-
-def newest_checkpoint(out_dir):
-    """The newest checkpoint of the run in out_dir, for --resume."""
-    paths = checkpoint_paths(out_dir)
-    if not paths:
-        raise ValueError(f"--resume: no checkpoint (ckpt_*.pt) in {out_dir}; start without --resume")
-    return paths[-1]
-
-
-def newest_in_run(path):
-    """A run directory (one without a Hugging Face config.json or meta.pt) -> its newest checkpoint. Anything else
-    is returned
-    as it is: a checkpoint, a Hugging Face directory, or a hub name. A name that looks like a path but does
-    not exist (a typo, the README's `log/` before any run) is an error here, not a request to the hub."""
-    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "meta.pt")):
-        ckpts = checkpoint_paths(path)
-        if not ckpts:
-            raise ValueError(f"{path} holds neither checkpoints (ckpt_*.pt) nor a Hugging Face config.json")
-        return ckpts[-1]
-    first = path.replace(os.sep, "/").split("/")[0]
-    looks_local = path.endswith(("/", os.sep, ".pt")) or path.startswith((".", "/", "~")) or os.path.isdir(first)
-    if not os.path.exists(path) and looks_local:
-        raise FileNotFoundError(f"no such run, checkpoint or model directory: {path}")
-    return path
 
 
 def load_meta(path):
@@ -139,19 +100,19 @@ def save(model, optimizer, meta, out_dir, step, keep, sharded=False):
     every rank writes its own shards, and every rank must call. Otherwise rank 0 gathers the full state and writes
     one file; the other ranks (DDP: they hold the same state) write nothing. Returns the path (None off rank 0)."""
     if sharded:
-        return save_sharded(model, optimizer, meta, out_dir, step, keep)
+        return _save_sharded(model, optimizer, meta, out_dir, step, keep)
     if dist.is_initialized() and dist.get_rank() != 0:
         return None
     model_state, optimizer_state = model_and_optimizer_state(model, optimizer)
-    return save_checkpoint({"model": model_state, "optimizer": optimizer_state, **meta}, out_dir, step, keep)
+    return _save_one_file({"model": model_state, "optimizer": optimizer_state, **meta}, out_dir, step, keep)
 
 
-def save_checkpoint(state, out_dir, step, keep):
+def _save_one_file(state, out_dir, step, keep):
     """Write state to out_dir/ckpt_{step:06d}.pt (whole or not at all) and delete all but the newest `keep`.
     Returns the path."""
     path = os.path.join(out_dir, f"ckpt_{step:06d}.pt")
     write_atomic(state, path, RESUME_ADVICE)
-    prune(out_dir, keep)
+    rundir.prune(out_dir, keep)
     return path
 
 
@@ -167,39 +128,23 @@ def write_atomic(state, path, advice="free space, then run it again"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch's zip writer turns the OSError into a RuntimeError as it closes
-        remove(tmp)
+        rundir.remove(tmp)
         cause = e
         while cause is not None and not isinstance(cause, OSError):
             cause = cause.__context__
         if cause is None:
             raise  # not the disk: a real error, with its traceback
-        raise SaveError(save_failure(path, cause.strerror, advice)) from None
+        raise rundir.SaveError(failure_line(path, cause.strerror, advice)) from None
 
 
-def save_failure(path, reason, advice):
+def failure_line(path, reason, advice):
     """The one line for a checkpoint that could not be written: which file, why, which disk, how much is free."""
     folder = os.path.dirname(os.path.abspath(path))
-    return (f"could not write checkpoint {path}: {reason} ({disk_space(folder)}); nothing was left half-written, "
-            f"and {advice}")
+    return (f"could not write checkpoint {path}: {reason} ({rundir.disk_space(folder)}); nothing was left "
+            f"half-written, and {advice}")
 
 
-def disk_space(folder):
-    """Which disk holds folder, and its free space, in words."""
-    mount = os.path.abspath(folder)
-    while not os.path.ismount(mount):
-        mount = os.path.dirname(mount)
-    return f"the disk mounted at {mount} has {shutil.disk_usage(folder).free / 1e6:,.1f} MB free"
-
-
-def remove(path):
-    """Delete a file or folder if it is there."""
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def save_sharded(model, optimizer, meta, out_dir, step, keep):
+def _save_sharded(model, optimizer, meta, out_dir, step, keep):
     """FSDP: every rank writes its shards of the model and optimizer into out_dir/ckpt_{step:06d}/ with DCP;
     rank 0 adds meta.pt and renames the finished folder into place, so an interrupted save is never resumed
     from. Every rank must call this. Returns the path."""
@@ -212,13 +157,13 @@ def save_sharded(model, optimizer, meta, out_dir, step, keep):
             write_atomic(meta, os.path.join(tmp, "meta.pt"), RESUME_ADVICE)
     except (CheckpointException, OSError) as e:
         if dist.get_rank() == 0:
-            remove(tmp)
+            rundir.remove(tmp)
         reason = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
-        raise SaveError(save_failure(path, reason, RESUME_ADVICE)) from None
+        raise rundir.SaveError(failure_line(path, reason, RESUME_ADVICE)) from None
     if dist.get_rank() == 0:
-        remove(path)
+        rundir.remove(path)
         os.replace(tmp, path)
-        prune(out_dir, keep)
+        rundir.prune(out_dir, keep)
     dist.barrier()
     return path
 
@@ -232,36 +177,9 @@ def load_sharded(model, optimizer, path):
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
-def prune(out_dir, keep):
-    """Delete all but the newest `keep` checkpoints."""
-    for old in checkpoint_paths(out_dir)[:-keep]:
-        remove(old)
-
-
 def is_checkpoint(path):
     """One of our checkpoints, either form (a folder without meta.pt is something else: a run or a HF model)."""
     return os.path.isfile(path) or os.path.isfile(os.path.join(path, "meta.pt"))
-
-
-def claim_run_dir(out_dir, checkpoint_bytes):
-    """One live job per run directory: an exclusive lock on out_dir/.lock, held until this process ends (the
-    kernel drops it when the process dies, so a killed job never leaves it behind). Keep the returned lock.
-    With the lock held no other job is writing here, so the .tmp of a save that was killed is removed; and a disk
-    without room for one more checkpoint (checkpoint_bytes) is said now, not after the steps before the save."""
-    lock = FileLock(os.path.join(out_dir, ".lock"))  # flock on POSIX, msvcrt on Windows
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ValueError(f"another job is training in {out_dir} (it holds {out_dir}/.lock); wait for it to end or "
-                         "stop it, then --resume, or choose another --out-dir") from None
-    for name in os.listdir(out_dir):
-        if re.fullmatch(r"ckpt_\d{6}(\.pt)?\.tmp", name):
-            remove(os.path.join(out_dir, name))
-    if shutil.disk_usage(out_dir).free < checkpoint_bytes:
-        lock.release()
-        raise SaveError(f"no room for a checkpoint in {out_dir}: one needs about {checkpoint_bytes / 1e6:,.1f} MB "
-                        f"and {disk_space(out_dir)}; free space or choose another --out-dir")
-    return lock
 
 
 def restore(path, ckpt, model, optimizer, train_loader, scaler):
@@ -298,7 +216,7 @@ def add_arguments(parser):
 
 def to_one_file(source, target):
     """A sharded checkpoint (or the newest checkpoint of a run directory) -> one ckpt_*.pt file."""
-    state = load_checkpoint(newest_in_run(source), need=MODEL_KEYS + META_KEYS)
+    state = load_checkpoint(rundir.newest_in_run(source), need=MODEL_KEYS + META_KEYS)
     write_atomic(state, target)
     return f"wrote {target} (step {state['step']})"
 

@@ -11,7 +11,6 @@ one start-up line (describe).
 """
 
 import argparse
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -73,11 +72,7 @@ def memory_capacity(device, device_memory=None):
         return torch.cuda.mem_get_info(device)[0]
     if device == "mps":
         return torch.mps.recommended_max_memory()
-    try:
-        with open("/proc/meminfo") as f:
-            return int(re.search(r"^MemAvailable:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
-    except (OSError, AttributeError):  # macOS, Windows
-        return None
+    return cpu.available_memory()
 
 
 @dataclass(frozen=True)

@@ -99,9 +99,9 @@ def export_hf(model, out_dir):
 
 def export_checkpoint(path, out_dir):
     """export_hf for one of our checkpoint files or run directories (the newest checkpoint), without the trainer."""
-    from gptkit import checkpoint
+    from gptkit import checkpoint, rundir
 
-    ckpt = checkpoint.load_checkpoint(checkpoint.newest_in_run(path))
+    ckpt = checkpoint.load_checkpoint(rundir.newest_in_run(path))
     save_hf(to_hf_model(ckpt["model"], ckpt["config"]), out_dir)
 
 

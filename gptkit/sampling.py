@@ -1,10 +1,6 @@
 """Sampling from a GPT: a preallocated KV cache, temperature / top-k / top-p, and batched generation."""
 
-import contextlib
-
 import torch
-import torch.nn as nn
-from torch.distributed.tensor import DTensor
 from torch.nn import functional as F
 
 from gptkit import cpu
@@ -49,80 +45,6 @@ def cache_dtype(weight_dtype, device):
     if device.type != "cpu" or (weight_dtype == torch.bfloat16 and cpu.bf16_matmul_unit() == "amx_bf16"):
         return weight_dtype
     return torch.float32
-
-
-class PackedLinear(nn.Module):
-    """An nn.Linear whose weight oneDNN lays out once for its own kernel (on a CPU). At the few rows of a decode
-    step it reads the weights far faster than F.linear, close to the machine's memory bandwidth (bench/cpu_limits.py,
-    docs/benchmarks.md). In bf16 the same numbers as F.linear, bit
-    for bit; in fp32 oneDNN adds in its own order, so the outputs differ from F.linear's by rounding (about 1e-6 of
-    their largest value). With gelu=True it also applies GPT-2's tanh GELU to its output, inside the same kernel
-    (on the fp32 sums, before rounding to bf16), one operation and one pass fewer per block."""
-
-    def __init__(self, linear, rows, gelu=False):
-        super().__init__()
-        self.weight, self.bias, self.gelu = linear.weight, linear.bias, gelu
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)  # a copy, laid out
-
-    def forward(self, x):
-        if torch.compiler.is_compiling():  # inductor takes this op on frozen weights only, and lays them out itself
-            y = F.linear(x, self.weight, self.bias)
-            return F.gelu(y, approximate="tanh") if self.gelu else y
-        post_op, algorithm = ("gelu", "tanh") if self.gelu else ("none", "")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
-
-
-def can_pack(weight):
-    """Whether oneDNN can take this weight: on a CPU with oneDNN, fp32, or bf16 where oneDNN multiplies bf16. Not
-    under autocast, which runs the plain modules in bf16 (sampling during training), nor an FSDP shard."""
-    if (weight.device.type != "cpu" or not torch.backends.mkldnn.is_available() or torch.is_autocast_enabled("cpu")
-            or isinstance(weight, DTensor)):
-        return False
-    return weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16
-                                             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def available_memory():
-    """Bytes of memory the system could hand out now (Linux's MemAvailable), or None where it does not say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def is_tanh_gelu(module):
-    return type(module) is nn.GELU and module.approximate == "tanh"
-
-
-@contextlib.contextmanager
-def packed_linears(model, rows):
-    """While sampling on a CPU, every plain nn.Linear of the model is a PackedLinear, put back afterwards; an MLP's
-    c_fc takes over the GELU after it (the MLP's gelu is an nn.Identity meanwhile). The weights are held once more,
-    laid out (for gpt2: 237 MB in bf16, 474 MB in fp32), so where that copy would take more than half of
-    the memory still available, the model samples as it is; elsewhere too."""
-    linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.Linear and can_pack(child.weight)]
-    copy_bytes = sum(child.weight.numel() * child.weight.element_size() for _, _, child in linears)
-    available = available_memory()
-    if available is not None and copy_bytes > available // 2:
-        linears = []
-    swaps = []  # (parent, name, the module, what stands in for it)
-    for parent, name, child in linears:
-        gelu = name == "c_fc" and is_tanh_gelu(getattr(parent, "gelu", None))
-        swaps.append((parent, name, child, PackedLinear(child, rows, gelu)))
-        if gelu:
-            swaps.append((parent, "gelu", parent.gelu, nn.Identity()))
-    try:
-        for parent, name, _, stand_in in swaps:
-            setattr(parent, name, stand_in)
-        yield model
-    finally:
-        for parent, name, child, _ in swaps:
-            setattr(parent, name, child)
 
 
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
@@ -192,7 +114,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     stopped = torch.zeros(B, dtype=torch.bool, device=device)
     cache = KVCache(model.config, B, total, device, cache_dtype(model.lm_head.weight.dtype, device))
     start = min(lens)
-    with packed_linears(model, B):
+    with cpu.packed_linears(model, B):
         logits = next_token_logits(model, tokens[:, :start], cache)  # "prefill" the prefix all rows share
         end = start
         for pos in range(start, total):

@@ -3,7 +3,7 @@ defaults (GPT-2 124M on 10B FineWeb-Edu tokens), the --quickstart or --finetune 
 switches, with --resume the settings saved in the run's checkpoint, and last the flags typed on the command
 line, which always win; once the model is loaded, what follows from it and was left unset."""
 
-from gptkit import checkpoint, modern
+from gptkit import checkpoint, modern, rundir
 from gptkit.cli import apply_defaults, given_flags
 
 # --quickstart: the tiny preset on Tiny Shakespeare, a couple of minutes on a laptop CPU
@@ -43,8 +43,8 @@ def resolve(parser, argv=None):
         apply_defaults(args, QUICKSTART if args.quickstart else FINETUNE, given)
     if args.recipe == "modern":
         apply_defaults(args, modern.RECIPE, given)
-    if args.resume and checkpoint.checkpoint_paths(args.out_dir):  # none: the trainer says so, on every rank at once
-        path = checkpoint.newest_checkpoint(args.out_dir)
+    if args.resume and rundir.checkpoint_paths(args.out_dir):  # none: the trainer says so, on every rank at once
+        path = rundir.newest_checkpoint(args.out_dir)
         saved = checkpoint.load_meta(path).get("args", {})
         if "model" in given and given["model"] != saved.get("model", args.model):
             raise ValueError(f"{path} is a checkpoint of another model ('{saved['model']}'); drop --model to resume "

@@ -42,9 +42,9 @@ def train(data, out_dir, *args, nproc=1, torchrun=False, check=True, small=True,
 
 
 def final_state(out_dir):
-    from gptkit import checkpoint
+    from gptkit import checkpoint, rundir
 
-    return checkpoint.load_checkpoint(checkpoint.checkpoint_paths(str(out_dir))[-1])
+    return checkpoint.load_checkpoint(rundir.checkpoint_paths(str(out_dir))[-1])
 
 
 def assert_same_tensors(a, b, atol=0.0):

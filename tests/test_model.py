@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import train_gpt2 as tg
-from gptkit import distributed, memory, modern, sampling
+from gptkit import cpu, distributed, memory, modern, sampling
 from gptkit.flops import flops_per_token, peak_flops
 from gptkit.hf import export_hf
 from gptkit.signals import StopRequest
@@ -182,7 +182,7 @@ def test_kv_cache_fed_in_pieces_gives_the_full_forward(small):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_sampling_on_packed_weights_gives_the_plain_models_tokens(small, dtype):
-    if not sampling.can_pack(torch.zeros(1, dtype=dtype)):
+    if not cpu.can_pack(torch.zeros(1, dtype=dtype)):
         pytest.skip(f"oneDNN does not take {dtype} weights here")
     _, ours = small
     model = copy.deepcopy(ours).to(dtype)
@@ -190,26 +190,26 @@ def test_sampling_on_packed_weights_gives_the_plain_models_tokens(small, dtype):
     linear = model.transformer.h[0].mlp.c_fc
     with torch.no_grad():
         if dtype == torch.bfloat16:  # bit for bit
-            assert torch.equal(sampling.PackedLinear(linear, 3)(x), linear(x))
+            assert torch.equal(cpu.PackedLinear(linear, 3)(x), linear(x))
         else:  # oneDNN's own order of additions
-            torch.testing.assert_close(sampling.PackedLinear(linear, 3)(x), linear(x), atol=1e-5, rtol=1e-5)
-        gelu = sampling.PackedLinear(linear, 3, gelu=True)(x)  # the GELU on the fp32 sums: within bf16 rounding
+            torch.testing.assert_close(cpu.PackedLinear(linear, 3)(x), linear(x), atol=1e-5, rtol=1e-5)
+        gelu = cpu.PackedLinear(linear, 3, gelu=True)(x)  # the GELU on the fp32 sums: within bf16 rounding
         torch.testing.assert_close(gelu, F.gelu(linear(x), approximate="tanh"), **({} if dtype == torch.bfloat16
                                                                                       else dict(atol=1e-5, rtol=1e-5)))
-        with sampling.packed_linears(model, 3):
-            assert type(model.transformer.h[1].attn.c_attn) is sampling.PackedLinear
-            assert type(model.lm_head) is sampling.PackedLinear
+        with cpu.packed_linears(model, 3):
+            assert type(model.transformer.h[1].attn.c_attn) is cpu.PackedLinear
+            assert type(model.lm_head) is cpu.PackedLinear
             mlp = model.transformer.h[1].mlp
             assert mlp.c_fc.gelu and type(mlp.gelu) is torch.nn.Identity and not mlp.c_proj.gelu
             packed, = model.generate([[1, 2, 3]], 12, temperature=0)
         assert type(model.lm_head) is torch.nn.Linear and model.transformer.wte.weight is model.lm_head.weight
-        assert type(mlp.c_fc) is torch.nn.Linear and sampling.is_tanh_gelu(mlp.gelu)
+        assert type(mlp.c_fc) is torch.nn.Linear and cpu.is_tanh_gelu(mlp.gelu)
         plain = [1, 2, 3]
         for _ in range(12):  # the plain modules, no cache: the lecture's loop
             logits, _ = model(torch.tensor([plain]))
             plain.append(logits[0, -1].argmax().item())
     assert packed == plain
-    with pytest.raises(RuntimeError), sampling.packed_linears(model, 1):
+    with pytest.raises(RuntimeError), cpu.packed_linears(model, 1):
         raise RuntimeError
     assert type(model.lm_head) is torch.nn.Linear  # put back after an error too
 
@@ -218,15 +218,15 @@ def test_weights_are_not_packed_under_autocast_or_when_memory_is_short(small, mo
     _, model = small
     weight = model.lm_head.weight
     with torch.autocast("cpu", dtype=torch.bfloat16):  # sampling during training: the plain modules, in bf16
-        assert not sampling.can_pack(weight)
-    if not sampling.can_pack(weight):
+        assert not cpu.can_pack(weight)
+    if not cpu.can_pack(weight):
         pytest.skip("oneDNN does not take fp32 weights here")
-    monkeypatch.setattr(sampling, "available_memory", lambda: 2 * weight.numel() * weight.element_size())
-    with sampling.packed_linears(model, 2):  # the copy (the head and more) would take over half of it
+    monkeypatch.setattr(cpu, "available_memory", lambda: 2 * weight.numel() * weight.element_size())
+    with cpu.packed_linears(model, 2):  # the copy (the head and more) would take over half of it
         assert type(model.lm_head) is torch.nn.Linear
-    monkeypatch.setattr(sampling, "available_memory", lambda: None)  # where the system does not say
-    with sampling.packed_linears(model, 2):
-        assert type(model.lm_head) is sampling.PackedLinear
+    monkeypatch.setattr(cpu, "available_memory", lambda: None)  # where the system does not say
+    with cpu.packed_linears(model, 2):
+        assert type(model.lm_head) is cpu.PackedLinear
 
 
 def test_parameter_counts_on_meta_device():

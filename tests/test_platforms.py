@@ -174,7 +174,7 @@ FP16 = ["--dtype", "float16", "-B", "2", "-T", "32", "--total-batch-size", "128"
 def test_float16_quick_start_with_the_scaler_learns_as_float32_and_resumes_exactly(data, tmp_path):
     fp16 = train(data, tmp_path / "fp16", "--quickstart", *FP16, small=False)
     assert "float16 autocast with a gradient scaler" in fp16.stdout
-    fp32 = train(data, tmp_path / "fp32", "--quickstart", *FP16, "--dtype", "float32", small=False)
+    train(data, tmp_path / "fp32", "--quickstart", *FP16, "--dtype", "float32", small=False)
     assert read_log(tmp_path / "fp16")["val"][4] == pytest.approx(read_log(tmp_path / "fp32")["val"][4], abs=0.02)
     train(data, tmp_path / "split", "--quickstart", *FP16, "--stop-at", 2, small=False)
     train(data, tmp_path / "split", "--quickstart", *FP16, "--resume", small=False)

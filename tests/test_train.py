@@ -11,7 +11,7 @@ import torch
 
 import hellaswag
 import train_gpt2 as tg
-from gptkit import checkpoint
+from gptkit import checkpoint, rundir
 from gptkit.tokenizer import gpt2_tokenizer
 from helpers import ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
 from plot import read_log
@@ -33,7 +33,7 @@ def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
 def test_exact_resume_after_stop_at(data, tmp_path):
     train(data, tmp_path / "straight", "--max-steps", 8, "--eval-interval", 4)
     train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--stop-at", 4)
-    assert checkpoint.checkpoint_paths(str(tmp_path / "split"))[-1].endswith("ckpt_000004.pt")
+    assert rundir.checkpoint_paths(str(tmp_path / "split"))[-1].endswith("ckpt_000004.pt")
     r = train(data, tmp_path / "split", "--max-steps", 8, "--eval-interval", 4, "--resume")
     assert "resuming from" in r.stdout
     for kind in ("train", "val"):  # every logged loss identical to the last digit
@@ -171,7 +171,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
               "--resume", check=False)
     assert r.returncode == 1
     assert "error: loss is nan at step 3" in r.stderr and f"last good checkpoint is {good}" in r.stderr
-    assert checkpoint.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
+    assert rundir.checkpoint_paths(str(tmp_path)) == [str(good)] and good.read_bytes() == before
 
 
 def run_main(capsys, data, out_dir, *args):
@@ -207,7 +207,7 @@ def test_clear_errors(data, tmp_path, capsys):
 
 def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
     train(data, tmp_path, "--max-steps", 5, "--eval-interval", 0, "--checkpoint-interval", 1, "--keep-checkpoints", 2)
-    assert [os.path.basename(p) for p in checkpoint.checkpoint_paths(str(tmp_path))] == \
+    assert [os.path.basename(p) for p in rundir.checkpoint_paths(str(tmp_path))] == \
         ["ckpt_000004.pt", "ckpt_000005.pt"]
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
@@ -235,7 +235,7 @@ def test_a_sharded_save_killed_halfway_is_never_resumed_from(data, tmp_path):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and job.poll() is None:
-        if len(checkpoint.checkpoint_paths(str(tmp_path))) >= 2 and list(tmp_path.glob("ckpt_*.tmp")):
+        if len(rundir.checkpoint_paths(str(tmp_path))) >= 2 and list(tmp_path.glob("ckpt_*.tmp")):
             # kill -9 the launcher and both ranks (torchrun starts them in sessions of their own) mid-save
             for proc in psutil.process_iter(["cmdline"]):
                 if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
@@ -245,7 +245,7 @@ def test_a_sharded_save_killed_halfway_is_never_resumed_from(data, tmp_path):
     assert job.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-save"
     time.sleep(1)  # the ranks' exit
     partial = list(tmp_path.glob("ckpt_*.tmp"))
-    newest = checkpoint.newest_checkpoint(str(tmp_path))
+    newest = rundir.newest_checkpoint(str(tmp_path))
     assert partial and int(newest[-6:]) < int(partial[0].name[5:11])  # the half-written one is not taken
     step = checkpoint.load_meta(newest)["step"]
     r = train(data, tmp_path, *args, "--resume", "--stop-at", step + 1, nproc=2)
@@ -305,7 +305,7 @@ def test_a_second_job_on_a_live_run_directory_is_refused_until_the_first_dies(da
     first = subprocess.Popen(command(1) + list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while len(checkpoint.checkpoint_paths(str(tmp_path))) < 1 and time.time() < deadline:
+        while len(rundir.checkpoint_paths(str(tmp_path))) < 1 and time.time() < deadline:
             time.sleep(0.05)
         log_before = (tmp_path / "log.txt").read_text()
         second = subprocess.run(command(1) + list(map(str, args)) + ["--resume"], capture_output=True, text=True,
