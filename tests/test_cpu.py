@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptkit import cpu, hardware, sampling
-from helpers import ROOT, SMALL_ANY_DTYPE, train
+from helpers import ROOT, SMALL_ANY_DTYPE
 
 # what a training step does to the allocator: large buffers allocated, written and freed, step after step
 STEPS = """
@@ -48,14 +48,20 @@ def test_the_bf16_matmul_unit_is_read_from_cpuinfo(tmp_path, cpuinfo, unit):
     assert cpu.bf16_matmul_unit(str(tmp_path / "missing")) is None  # macOS, Windows: float32
 
 
-def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path):
+def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path, capsys):
+    import train_gpt2 as tg
+
     expected = torch.bfloat16 if cpu.bf16_matmul_unit() else torch.float32
     assert hardware.compute_dtype("cpu") == expected
     assert hardware.compute_dtype("cpu", "float32") == torch.float32
-    out = train(data, tmp_path / "a", *SMALL_ANY_DTYPE, "--max-steps", 1, small=False).stdout
+    run, _ = tg.setup_run(tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path / "a"), *SMALL_ANY_DTYPE]))
+    assert (run.autocast.fast_dtype if run.autocast._enabled else torch.float32) == expected
     line = hardware.describe(hardware.probe("cpu"), hardware.decide(hardware.probe("cpu")))
+    out = capsys.readouterr().out
     assert line in out and out.count("device: CPU") == 1
-    assert "| float32 |" in train(data, tmp_path / "b", "--max-steps", 1).stdout  # helpers.SMALL: --dtype float32
+    run, _ = tg.setup_run(tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path / "b"), *SMALL_ANY_DTYPE,
+                                         "--dtype", "float32"]))
+    assert not run.autocast._enabled and "| float32 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("weights, unit, device, expected", [
