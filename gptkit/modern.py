@@ -14,7 +14,7 @@ Training switches: --muon (Muon for the hidden weight matrices, AdamW for the re
 
 import argparse
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,7 @@ class ModernConfig:
     softcap: float = 0.0
 
 
-SWITCHES = tuple(f.name for f in fields(ModernConfig)[6:])  # rotary ... softcap
+SWITCHES = ("rotary", "qk_norm", "relu2", "rmsnorm", "untied_head", "zero_init", "softcap")  # the model switches
 
 
 def switches(args):

@@ -5,7 +5,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import pytest
@@ -44,6 +44,9 @@ def test_with_every_switch_off_it_is_the_lecture_gpt():
     idx = torch.randint(0, 50304, (2, 20))
     for a, b in zip(ours(idx, idx), lecture(idx, idx)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the switches are exactly what ModernConfig adds to the lecture's GPTConfig
+    added = {f.name for f in fields(modern.ModernConfig)} - {f.name for f in fields(tg.GPTConfig)}
+    assert set(modern.SWITCHES) == added
 
 
 @pytest.mark.slow  # 12 short trainings
