@@ -66,8 +66,8 @@ def load_val_examples(cache_dir, block_size):
     try:
         examples = load_examples(data_path("val", cache_dir))
     except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"{e} (or point --hellaswag-dir at the folder holding it); or turn HellaSwag off with "
-                      "--hellaswag-interval 0") from None
+        raise type(e)(f"{e} (or point --hellaswag-dir at the folder holding it, or HELLASWAG_URL at a mirror's "
+                      "folder); or turn HellaSwag off with --hellaswag-interval 0") from None
     longest = longest_row(examples, gpt2_tokenizer())
     if longest > block_size:
         raise ValueError(f"HellaSwag examples need {longest} positions, more than block_size {block_size}; turn "
