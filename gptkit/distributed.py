@@ -60,11 +60,12 @@ def same_outcome(world_size):
         if 0 < len(failed) < world_size:
             rank, message = failed[0]
             raise ValueError(f"rank {rank}: {message} ({SHARED_FILES_ADVICE})") from error
-        for rank, (_, theirs) in enumerate(reports):
+        first = reports[0][1]  # what rank 0 sees
+        for rank, (_, theirs) in enumerate(reports if not failed else []):
             for what, value in theirs.items():
-                if not failed and value != reports[0][1][what]:
-                    raise ValueError(f"rank {rank} sees {what} {_brief(value)}, rank 0 {_brief(reports[0][1][what])}:"
-                                     f" {SHARED_FILES_ADVICE}")
+                if value != first[what]:
+                    raise ValueError(f"rank {rank} sees {what} {_brief(value)}, rank 0 {_brief(first[what])}: "
+                                     f"{SHARED_FILES_ADVICE}")
     if error is not None:
         raise error
 
