@@ -14,7 +14,7 @@ Per device, in bytes, for N parameters, L layers, width C, vocabulary V, B x T t
                                                        matmuls' dtype, an fp32 copy and its log-softmax; on a CPU
                                                        those two are made 32 rows at a time: 8 in fp32), and the
                                                        head's fp32 gradient 4VC
-    FSDP with bf16                                     the gathered bf16 weights of two blocks and of the root
+    FSDP with bf16 or fp16                             the gathered 16-bit weights of two blocks and of the root
 """
 
 import argparse
@@ -55,7 +55,7 @@ def plan(config, B, T, world_size=1, fsdp=False, activation_checkpointing=False,
     }
     if fsdp and bf16:
         block = 12 * C * C + 13 * C
-        parts["gathered bf16 weights"] = 2 * (2 * block + config.vocab_size * C + config.block_size * C)
+        parts["gathered 16-bit weights"] = 2 * (2 * block + config.vocab_size * C + config.block_size * C)
     parts["total"] = sum(parts.values())
     return parts
 
