@@ -56,9 +56,8 @@ def bf16_matmul_unit(cpuinfo="/proc/cpuinfo"):
 class PackedLinear(nn.Module):
     """An nn.Linear whose weight oneDNN lays out once for its own kernel (on a CPU). At the few rows of a decode
     step it reads the weights far faster than F.linear, close to the machine's memory bandwidth (bench/cpu_limits.py,
-    docs/benchmarks.md). In bf16 the same numbers as F.linear, bit
-    for bit; in fp32 oneDNN adds in its own order, so the outputs differ from F.linear's by rounding (about 1e-6 of
-    their largest value). With gelu=True it also applies GPT-2's tanh GELU to its output, inside the same kernel
+    docs/benchmarks.md). In bf16 the same numbers as F.linear, bit for bit; in fp32 oneDNN adds in its own order, so
+    the outputs differ from F.linear's by rounding (about 1e-6 of their largest value). With gelu=True it also applies GPT-2's tanh GELU to its output, inside the same kernel
     (on the fp32 sums, before rounding to bf16), one operation and one pass fewer per block."""
 
     def __init__(self, linear, rows, gelu=False):

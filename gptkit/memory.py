@@ -116,14 +116,12 @@ def auto_batch_size(config, args, world_size, bf16, capacity):
     if capacity is None:  # a platform that does not say how much memory is free
         B = next(b for b in candidates if b <= 8)
         return B, f"-B auto: {B} (this platform does not say how much memory is free; -B sets it)"
-    fits = lambda b: plan(config, b, T, world_size, args.fsdp, args.activation_checkpointing, bf16,  # noqa: E731
-                          args.loss_chunk_size, args.muon)["total"] <= HEADROOM * capacity
-    B = next((b for b in candidates if fits(b)), None)
+    needs = lambda b: plan(config, b, T, world_size, args.fsdp, args.activation_checkpointing, bf16,  # noqa: E731
+                           args.loss_chunk_size, args.muon)["total"]
+    B = next((b for b in candidates if needs(b) <= HEADROOM * capacity), None)
     if B is None:
-        need = plan(config, 1, T, world_size, args.fsdp, args.activation_checkpointing, bf16, args.loss_chunk_size,
-                    args.muon)["total"]
         raise ValueError(f"the model does not fit in {capacity / GIB:.1f} GiB even at -B 1 (the memory plan: "
-                         f"{need / GIB:.1f} GiB); try --activation-checkpointing, --loss-chunk-size 8192, --fsdp "
+                         f"{needs(1) / GIB:.1f} GiB); try --activation-checkpointing, --loss-chunk-size 8192, --fsdp "
                          "over more GPUs, or a smaller --model or -T")
     accumulation = per_rank // B
     return B, (f"-B auto: {B}, the largest micro-batch whose memory plan fits {capacity / GIB:.1f} GiB, with "
