@@ -7,8 +7,16 @@ GPT-2 (124M) pretraining from scratch, in one file, in the order of the lecture 
                      HellaSwag and samples every N steps, checkpoints
     4. command line  every knob, with defaults that reproduce the GPT-2 124M run on 10B FineWeb-Edu tokens
 
+    python train_gpt2.py --quickstart             # a small GPT on Tiny Shakespeare, minutes on a laptop CPU
+    python fineweb.py                              # FineWeb-Edu 10B -> edu_fineweb10B/ (the video's data)
+    torchrun --standalone --nproc_per_node=8 train_gpt2.py   # GPT-2 124M on 10B tokens, as in the video
+    python train_gpt2.py --resume                  # continue the run in --out-dir from its newest checkpoint
+    python plot.py log                             # the curves of log/log.txt, beside GPT-2's and GPT-3's HellaSwag
+    python sample.py -m log                        # samples from the newest checkpoint (hellaswag.py -m log scores it)
+
 Beyond the lecture (the KV cache, the chunked loss, checkpoints and resuming, layered settings, torchrun and FSDP, the
 device's choices, export, MFU, stop signals, the modern recipe): gptkit/, one call away. Importing runs nothing.
+Every stage of the lecture, up to this file: python stages/stage.py
 """
 
 import argparse
@@ -37,6 +45,7 @@ from gptkit.tokenizer import gpt2_tokenizer
 # 1. The model
 # -----------------------------------------------------------------------------
 
+
 PADDED_VOCAB_SIZE = 50304  # GPT-2's 50257 rounded up to a multiple of 128: faster matmuls; the extra rows are never targets
 
 
@@ -60,6 +69,9 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.c_proj.RESIDUAL_PROJECTION = True  # gets the scaled-down init, see GPT._init_weights
+        # The video registers the causal mask as a buffer named "bias" (Hugging Face's name for it). It is no
+        # parameter, it would be saved with every checkpoint, and flash attention never reads it: here the mask
+        # is made where it is used.
 
     def forward(self, x, cache=None, mask=None):
         B, T, C = x.size()  # batch size, sequence length, embedding dimension (n_embd)
@@ -270,17 +282,46 @@ def model_from_checkpoint(ckpt):
     return model
 
 
+def starting_model(args):
+    """The weights a run starts from: with --resume the newest checkpoint in --out-dir, else --init-from's model,
+    else a fresh model of the --model preset. Returns (model, the checkpoint or None)."""
+    if not args.resume and not args.eval_only and rundir.checkpoint_paths(args.out_dir):
+        raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
+                         "or choose another --out-dir")
+    if args.resume:
+        path = rundir.newest_checkpoint(args.out_dir)
+        if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (in train)
+            meta = checkpoint.load_meta(path)
+            return model_from_config(meta["config"]), meta
+        need = checkpoint.MODEL_KEYS if args.eval_only else checkpoint.RESUME_KEYS  # a missing key: one line
+        ckpt = checkpoint.load_checkpoint(path, need)
+        return model_from_checkpoint(ckpt), ckpt
+    if args.init_from:
+        model = load_model(args.init_from)
+        modern.check_switches_match(args, model.config, f"--init-from {args.init_from}")
+        return model, None
+    return model_from_config(asdict(modern.with_switches(preset(args.model, args.vocab_size)[0], args))), None
+
+
+def print0(*args):
+    """print on rank 0 only: under torchrun every rank runs this file, and one speaks for all."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*args, flush=True)
+
+
 # -----------------------------------------------------------------------------
 # 2. The data
 # -----------------------------------------------------------------------------
 
-class DataLoader(ShardCursor):
-    """(B, T) batches of inputs and next-token targets from token shards, for one rank of world_size. Each shard is
-    cut into chunks of B*T tokens (+1 for the last target). Which chunk comes next is ShardCursor's bookkeeping
-    (gptkit/shards.py): ranks taking turns, epochs, --shuffle, reset() for val, a state_dict() for resuming. Without
-    --shuffle the order is the lecture's: shard after shard, front to back."""
 
-    def __init__(self, data_dir, B, T, split, rank=0, world_size=1, shuffle=False, seed=0, vocab_size=None):
+class DataLoaderLite(ShardCursor):
+    """(B, T) batches of inputs and next-token targets from the shards of one split ("train" or "val") in
+    data_dir, for rank of world_size. Each shard is cut into chunks of B*T tokens (+1 for the last target); which
+    chunk comes next is ShardCursor's bookkeeping (gptkit/shards.py): the ranks taking turns, epochs, --shuffle,
+    reset() for val, a state_dict() for resuming. Without --shuffle the order is the lecture's: shard after shard,
+    front to back."""
+
+    def __init__(self, B, T, rank, world_size, split, data_dir, shuffle=False, seed=0, vocab_size=None):
         super().__init__(find_shards(data_dir, split), B, T, rank, world_size, shuffle, seed)
         self.vocab_size = vocab_size
 
@@ -312,295 +353,226 @@ def get_lr(step, warmup_steps, max_steps, max_lr, min_lr):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
-@dataclass
-class Run:
-    """The parts of a training run that the loop's helpers share."""
-    args: argparse.Namespace
-    rank: int
-    world_size: int
-    device: str
-    raw_model: GPT  # the plain module: checkpoints, sampling, HellaSwag
-    model: nn.Module  # the same, wrapped by DDP (or sharded in place by FSDP)
-    train_model: nn.Module  # what the loop calls: the wrapped model, compiled with --compile
-    optimizer: torch.optim.Optimizer
-    train_loader: "DataLoader | None"
-    val_loader: "DataLoader | None"
-    grad_accum_steps: int
-    autocast: object
-    hella_examples: list = None
-    scaler: torch.amp.GradScaler = None  # float16: the loss scaled up for the backward pass, gradients back down
-    skipped_steps: int = 0  # float16: updates skipped for gradients that overflowed
-    val_loss: float = None
-    best_val_loss: float = None  # for --save-best
-    lock: object = None  # rank 0's hold on the run directory
-    records: object = None  # rank 0's log.txt, run.json and dashboards (gptkit/tracking.py)
-
-    def log(self, message):
-        if self.rank == 0:
-            print(message, flush=True)
-
-    def record(self, step, kind, value, **more):
-        """One event, `{step} {train|val|hella} {value}` in log.txt, and on the dashboards with more figures."""
-        if self.records is not None:
-            self.records.record(step, kind, value, **more)
+def print_samples(model, device, autocast, num_samples, sample_tokens, rank, prompt="Hello, I'm a language model,"):
+    """Continue the prompt num_samples times by sample_tokens tokens, each sampled among the 50 most likely (top-k
+    50, as Hugging Face's pipeline does), with a KV cache (model.generate). Every rank writes its own."""
+    enc = gpt2_tokenizer()
+    # a generator of its own: the samples leave the training's random numbers alone, and differ between ranks
+    generator = torch.Generator(device).manual_seed(42 + rank)
+    model.eval()
+    with distributed.unsharded(model), autocast:  # FSDP: the full weights, for the generation only
+        out = model.generate([enc.encode(prompt)] * num_samples, sample_tokens, top_k=50, generator=generator)
+    for i, row in enumerate(out):
+        print(f"rank {rank} sample {i}: {enc.decode(row)}", flush=True)
+    model.train()
 
 
-def starting_model(args):
-    """The weights a run starts from: the newest checkpoint with --resume, --init-from's model, or a fresh preset.
-    Returns (model, checkpoint or None)."""
-    if not args.resume and not args.eval_only and rundir.checkpoint_paths(args.out_dir):
-        raise ValueError(f"{args.out_dir} already holds checkpoints; pass --resume to continue that run, "
-                         "or choose another --out-dir")
-    if args.resume:
-        path = rundir.newest_checkpoint(args.out_dir)
-        if os.path.isdir(path):  # sharded: the weights are loaded once the model is on its ranks (setup_run)
-            meta = checkpoint.load_meta(path)
-            return model_from_config(meta["config"]), meta
-        need = checkpoint.MODEL_KEYS if args.eval_only else checkpoint.RESUME_KEYS  # a missing key: one line
-        ckpt = checkpoint.load_checkpoint(path, need)
-        return model_from_checkpoint(ckpt), ckpt
-    if args.init_from:
-        model = load_model(args.init_from)
-        modern.check_switches_match(args, model.config, f"--init-from {args.init_from}")
-        return model, None
-    return model_from_config(asdict(modern.with_switches(preset(args.model, args.vocab_size)[0], args))), None
+def evaluate_val_loss(model, val_loader, autocast, device, eval_steps, world_size):
+    """Mean loss over the first eval_steps val batches, the same batches every time, averaged over the ranks."""
+    model.eval()
+    val_loader.reset()
+    total = torch.zeros((), device=device)
+    with torch.no_grad():
+        for _ in range(eval_steps):
+            x, y = val_loader.next_batch()
+            with autocast:
+                _, loss = model(x.to(device), y.to(device))
+            total += loss / eval_steps
+    model.train()
+    return distributed.all_reduce_mean(total, world_size).item()
 
 
-def setup_run(args):
-    """Model, data, processes and optimizer, restored from the checkpoint when resuming. Returns (run, step)."""
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    torch.set_float32_matmul_precision("high" if args.tf32 else "highest")  # TF32 matmuls on Ampere and newer
-    rank, world_size = distributed.rank_and_world_size()
-    distributed.check_arguments(args)  # --fsdp, --cpu-offload, --device under torchrun
-    device = distributed.setup_distributed(args.device, args.cpu_offload)
+def evaluate_hellaswag(model, examples, autocast, device, rank, world_size, batch_size):
+    """acc_norm: the share of examples whose right ending has the lowest mean loss per ending token, batch_size
+    examples a forward pass (hellaswag.py); rank k scores examples k, k + N, ... and the counts are summed over the
+    ranks. Returns hellaswag.evaluate's counts and shares."""
+    model.eval()
+    with distributed.unsharded(model):
+        result = hellaswag.evaluate(hellaswag.gpt_logits_fn(model, autocast), examples, gpt2_tokenizer(), device,
+                                    batch_size, rank, world_size)
+    model.train()
+    return result
+
+
+def save_checkpoint(model, optimizer, train_loader, step, val_loss, args, scaler):
+    """The run after step updates, in args.out_dir: the weights with the config that builds the model for them, and
+    what continuing exactly needs besides: the optimizer's state, the loader's place, the RNG, the settings and
+    float16's loss scale. One file, or with --fsdp a folder in which every rank writes its own shards
+    (gptkit/checkpoint.py)."""
+    # the config as a plain dict: the video pickles the GPTConfig object, which torch.load only unpickles with
+    # weights_only=False (torch >= 2.6 refuses it by default: unpickling a class can run code)
+    meta = {"config": asdict(model.config), "step": step, "args": vars(args), "val_loss": val_loss,
+            "train_loader": train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            "scaler": scaler.state_dict()}
+    path = checkpoint.save(model, optimizer, meta, args.out_dir, step, args.keep_checkpoints, args.fsdp)
+    print0(f"saved {path}")
+
+
+def append_log(records, step, kind, value, **figures):
+    """One event of the run: `{step} {train|val|hella} {value}` in log.txt, and on the dashboards with the step's
+    other figures (gptkit/tracking.py). Only rank 0 keeps records (the others pass None)."""
+    if records is not None:
+        records.record(step, kind, value, **figures)
+
+
+def train(args, model, ckpt, device, rank, world_size, stop):
+    """model: the plain module on this rank's device (ckpt: the checkpoint it was loaded from, to resume); under
+    torchrun it is wrapped in DDP or sharded by FSDP here. stop: the StopRequest of main. Returns the last val loss."""
     info = hardware.probe(device)  # bf16 autocast where the device multiplies bf16 natively, float16 on older GPUs
     choices = hardware.decide(info, args.dtype, args.fused_adamw, args.compile, args.attention)
-    dtype, batch_line = choices.dtype, None
-    capacity = distributed.smallest(hardware.memory_capacity(device, args.device_memory), world_size, device) \
-        if args.batch_size == "auto" else None  # for -B auto: the memory every rank has
+    batch_line = None
+    if args.batch_size == "auto":  # the largest micro-batch that fits every rank's memory, by the memory plan
+        capacity = distributed.smallest(hardware.memory_capacity(device, args.device_memory), world_size, device)
+        args.batch_size, batch_line = memory.auto_batch_size(model.config, args, world_size,
+                                                             choices.dtype != torch.float32, capacity)
+    B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
+    if args.total_batch_size % (B * T * world_size):
+        raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
+                         f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
+    grad_accum_steps = args.total_batch_size // (B * T * world_size)
     # everything that can be wrong with the inputs shows up here, on every rank together (one line from rank 0)
     with distributed.same_outcome(world_size) as seen:
-        model, ckpt = starting_model(args)
-        _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: gpt2-xl's
-        settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
-        if args.batch_size == "auto":  # the largest micro-batch that fits, by the memory plan
-            args.batch_size, batch_line = memory.auto_batch_size(model.config, args, world_size,
-                                                                 dtype != torch.float32, capacity)
-        B, T, vocab_size = args.batch_size, args.seq_len, model.config.vocab_size
-        if args.total_batch_size % (B * T * world_size):
-            raise ValueError(f"--total-batch-size {args.total_batch_size} is not divisible by B*T*world_size = "
-                             f"{B}*{T}*{world_size} = {B * T * world_size}; change -B, -T or --total-batch-size")
         tracking.check_installed(args.wandb, args.tensorboard)
         if args.quickstart or args.finetune:
             fineweb.tinyshakespeare_shards(args.data_dir)  # made from input.txt by the first rank to get there
         train_loader = None if args.eval_only else \
-            DataLoader(args.data_dir, B, T, "train", rank, world_size, args.shuffle, args.seed, vocab_size)
-        val_loader = DataLoader(args.data_dir, B, T, "val", rank, world_size, vocab_size=vocab_size) \
+            DataLoaderLite(B, T, rank, world_size, "train", args.data_dir, args.shuffle, args.seed, vocab_size)
+        val_loader = DataLoaderLite(B, T, rank, world_size, "val", args.data_dir, vocab_size=vocab_size) \
             if args.eval_interval else None
-        hella_examples = hellaswag.load_val_examples(args.hellaswag_dir, model.config.block_size) \
+        examples = hellaswag.load_val_examples(args.hellaswag_dir, model.config.block_size) \
             if args.hellaswag_interval else None
         if args.sample_interval:
             gpt2_tokenizer()  # samples need it: a missing tokenizer is said now, not at the first sample
-        # several nodes: every rank must read the same shards and resume from the same checkpoint as rank 0
-        seen.update(shards=[os.path.basename(p) for d in (train_loader, val_loader) if d for p in d.paths],
-                    checkpoint=ckpt and os.path.basename(rundir.newest_checkpoint(args.out_dir)))
-    model.loss_chunk_size = args.loss_chunk_size
-    model.config.attention = args.attention
-    model.to(device)
-    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing, dtype,
-                                     args.cpu_offload)
+        # several nodes: every rank must read the same shards as rank 0
+        seen["shards"] = [os.path.basename(p) for d in (train_loader, val_loader) if d for p in d.paths]
+    # DDP (a copy per rank, gradients averaged) or FSDP (every parameter sharded over the ranks): gptkit/distributed.py
+    wrapped = distributed.wrap_model(model, args.fsdp, world_size, device, args.activation_checkpointing,
+                                     choices.dtype, args.cpu_offload)
     if args.muon:
         optimizer = modern.MuonAdamW(model, args.weight_decay, args.max_lr, args.muon_lr, args.muon_weight_decay,
                                      choices.fused_adamw, args.adamw_lr_scale)
     else:  # the lecture's AdamW, for a modern model too (it only looks at the parameters)
         optimizer = GPT.configure_optimizers(model, args.weight_decay, args.max_lr, info.type, choices.fused_adamw)
-    run = Run(args, rank, world_size, device, model, wrapped, torch.compile(wrapped) if choices.compile else wrapped,
-              optimizer, train_loader, val_loader, args.total_batch_size // (B * T * world_size),
-              torch.autocast(info.type, dtype=dtype, enabled=dtype != torch.float32), hella_examples,
-              torch.amp.GradScaler(info.type, enabled=choices.grad_scaler))
-    if ckpt is not None:
+    autocast = torch.autocast(info.type, dtype=choices.dtype, enabled=choices.dtype != torch.float32)
+    scaler = torch.amp.GradScaler(info.type, enabled=choices.grad_scaler)  # float16: the loss scaled for backward
+    start_step, val_loss = 0, None
+    if ckpt is not None:  # the weights, optimizer, data position, RNG and loss scale where the checkpoint left them
         path = rundir.newest_checkpoint(args.out_dir)
-        checkpoint.restore(path, ckpt, model, optimizer, train_loader, run.scaler)
-        run.val_loss = run.best_val_loss = ckpt.get("val_loss")
-        run.log(f"resuming from {path} at step {ckpt['step']}")
-    run.log(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
-            f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
-            f"{run.grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
-    run.log(hardware.describe(info, choices) + (f"\n{batch_line}" if batch_line else ""))  # -B auto's choice
+        checkpoint.restore(path, ckpt, model, optimizer, train_loader, scaler)
+        start_step, val_loss = ckpt["step"], ckpt.get("val_loss")
+        print0(f"resuming from {path} at step {start_step}")
+    best_val_loss = val_loss  # for --save-best
+    # HellaSwag and the samples call the plain model: their shapes differ from the training's and would make
+    # torch.compile compile again and again (the video turned --compile off for them)
+    train_model = torch.compile(wrapped) if choices.compile else wrapped
+    print0(f"model: {model.num_params() / 1e6:.1f}M parameters ({preset_of(model.config) or 'custom shape'}), "
+           f"T={T} | total batch {args.total_batch_size:,} tokens = {B} x {T} x {world_size} ranks x "
+           f"{grad_accum_steps} accumulation steps | max lr {args.max_lr:g} | device {device}")
+    print0(hardware.describe(info, choices) + (f"\n{batch_line}" if batch_line else ""))  # -B auto's choice
     for line in memory.startup_lines(model.config, model.num_params(), args, world_size, device,
-                                     dtype != torch.float32):
-        run.log(line)
-    return run, (ckpt["step"] if ckpt else 0)
-
-
-def train_step(run, step, stop):
-    """One optimizer step over grad_accum_steps micro-batches. Returns (loss, grad norm, lr, stop): whether any
-    rank was asked to stop (stop.requested) while this step ran. A loss that is not finite stops the run before the
-    update."""
-    args, device = run.args, run.device
-    run.train_model.train()
-    run.optimizer.zero_grad(set_to_none=True)
-    loss_accum = torch.zeros((), device=device)
-    for micro_step in range(run.grad_accum_steps):
-        x, y = run.train_loader.next_batch()
-        if device.startswith("cuda"):  # from page-locked memory the copy runs asynchronously, beside GPU work
-            x, y = x.pin_memory(), y.pin_memory()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        # average the gradients across ranks after the last micro-batch only, not after every one
-        distributed.set_gradient_sync(run.model, micro_step == run.grad_accum_steps - 1)
-        with run.autocast:
-            _, loss = run.train_model(x, y)
-        loss = loss / run.grad_accum_steps  # the step's loss is the mean over the micro-batches, not their sum
-        loss_accum += loss.detach()
-        run.scaler.scale(loss).backward()  # float16: scaled up so that small gradients do not flush to zero
-    # one all-reduce carries the loss for the log and whether any rank was asked to stop: read now, after the
-    # forward and backward passes, so that a signal during this step stops the run after this step
-    stats = torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)])
-    loss_value, stop_votes = distributed.all_reduce_mean(stats, run.world_size).tolist()  # one host sync
-    if not math.isfinite(loss_value):
-        last = rundir.checkpoint_paths(args.out_dir)
-        raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last good "
-                                 f"checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check the data")
-    run.scaler.unscale_(run.optimizer)  # float16: the gradients back at their true size before clipping
-    norm = distributed.full_tensor(torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), args.grad_clip))
-    if args.schedule == "wsd":
-        lr = modern.wsd_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr, args.cooldown_frac)
-    else:
-        lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own multiple of the LR
-    if hardware.scaled_step(run.scaler, run.optimizer):  # float16: no update when a gradient overflowed
-        run.skipped_steps += 1
-        run.log(f"step {step:5d} | float16 gradients overflowed: update skipped, loss scale lowered to "
-                f"{run.scaler.get_scale():g} ({run.skipped_steps} skipped in this run)")
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()  # for an honest step time
-    return loss_value, norm.item(), lr, stop_votes > 0
-
-
-def evaluate(run, step, final=False):
-    """The evaluations whose interval comes round at this step; all of them for the final model."""
-    args = run.args
-    if args.eval_interval and (final or step % args.eval_interval == 0):
-        evaluate_val_loss(run, step)
-    if args.hellaswag_interval and (final or step % args.hellaswag_interval == 0):
-        evaluate_hellaswag(run, step)
-    if args.sample_interval and (final or (step > 0 and step % args.sample_interval == 0)):
-        print_samples(run, step)
-
-
-def evaluate_val_loss(run, step):
-    """Mean loss over the first eval_steps val batches, the same batches every time, averaged over the ranks."""
-    run.train_model.eval()
-    run.val_loader.reset()
-    total = torch.zeros((), device=run.device)
-    with torch.no_grad():
-        for _ in range(run.args.eval_steps):
-            x, y = run.val_loader.next_batch()
-            with run.autocast:
-                _, loss = run.train_model(x.to(run.device), y.to(run.device))
-            total += loss / run.args.eval_steps
-    run.val_loss = distributed.all_reduce_mean(total, run.world_size).item()
-    run.log(f"step {step:5d} | val loss {run.val_loss:.4f}")
-    run.record(step, "val", run.val_loss)
-    if run.args.save_best and run.train_loader is not None and (run.best_val_loss is None or
-                                                                run.val_loss < run.best_val_loss):
-        run.best_val_loss = run.val_loss
-        save(run, step)  # fine-tuning: keep the weights that did best, not the last ones
-
-
-def evaluate_hellaswag(run, step):
-    """acc_norm on HellaSwag val, the examples sharded over the ranks. The raw module, not the compiled one:
-    HellaSwag's shapes would recompile the training graph."""
-    run.raw_model.eval()
-    with distributed.unsharded(run.raw_model):
-        result = hellaswag.evaluate(hellaswag.gpt_logits_fn(run.raw_model, run.autocast), run.hella_examples,
-                                    gpt2_tokenizer(), run.device, run.args.hellaswag_batch_size, run.rank,
-                                    run.world_size)
-    run.log(f"step {step:5d} | HellaSwag acc_norm {result['correct_norm']}/{result['n']} = {result['acc_norm']:.4f}")
-    run.record(step, "hella", result["acc_norm"])
-
-
-def print_samples(run, step):
-    enc = gpt2_tokenizer()
-    tokens = enc.encode(run.args.sample_prompt)
-    generator = torch.Generator(run.device).manual_seed(42 + run.rank)  # each rank writes different samples
-    run.raw_model.eval()
-    with distributed.unsharded(run.raw_model), run.autocast:
-        out = run.raw_model.generate([tokens] * run.args.num_samples, run.args.sample_tokens, top_k=50,
-                                     generator=generator)
-    for i, row in enumerate(out):
-        print(f"rank {run.rank} sample {i} (step {step}): {enc.decode(row)}", flush=True)
-
-
-def save(run, step):
-    """A checkpoint of everything needed to continue exactly: one file, or with --fsdp a folder in which every rank
-    writes its own shards (gptkit/checkpoint.py)."""
-    args = run.args
-    meta = {"config": asdict(run.raw_model.config), "step": step, "args": vars(args), "val_loss": run.val_loss,
-            "train_loader": run.train_loader.state_dict(), "rng": {"torch": torch.get_rng_state()},
-            "scaler": run.scaler.state_dict()}
-    path = checkpoint.save(run.raw_model, run.optimizer, meta, args.out_dir, step, args.keep_checkpoints, args.fsdp)
-    run.log(f"saved {path}")
-
-
-def log_step(run, step, loss, norm, lr, dt):
-    tokens_per_sec = run.args.total_batch_size / dt
-    use = flops.utilization(run.raw_model.config, run.args.seq_len, tokens_per_sec / run.world_size, run.device)
-    speed = f"mfu {use['mfu']:.1%}" if "mfu" in use else f"{use['tflops']:.3f} TFLOP/s"  # per device
-    run.log(f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.0f}ms | "
-            f"tok/sec {tokens_per_sec:,.0f} | {speed}")
-    run.record(step, "train", loss, lr=lr, grad_norm=norm, tokens_per_sec=tokens_per_sec, **use)
-
-
-def train(args):
-    """Train (or with --eval-only, evaluate) as args says: parse_args(argv) makes them. Returns the last val loss."""
-    with StopRequest(announce=print) as stop:  # from the start: a Ctrl-C during set-up is acknowledged too
-        run, start_step = setup_run(args)
-        stop.announce = run.log  # under torchrun, one acknowledgement (rank 0's)
-        if args.eval_only:
-            evaluate(run, start_step, final=True)
-            return run.val_loss
-        end_step = min(args.max_steps, args.stop_at or args.max_steps)
-        if start_step >= end_step:
-            run.log(f"nothing to do: the run is at step {start_step} and --max-steps is {args.max_steps}; "
-                    "to train further, resume with a larger --max-steps")
-            return run.val_loss
+                                     choices.dtype != torch.float32):
+        print0(line)
+    end_step = start_step if args.eval_only else min(args.max_steps, args.stop_at or args.max_steps)
+    if start_step >= end_step and not args.eval_only:
+        print0(f"nothing to do: the run is at step {start_step} and --max-steps is {args.max_steps}; "
+               "to train further, resume with a larger --max-steps")
+        return val_loss
+    lock, records, skipped_steps, stopping = None, None, 0, False
+    if not args.eval_only:
         os.makedirs(args.out_dir, exist_ok=True)
-        if run.rank == 0:
-            # a second job on this directory stops here, and so does a disk without room for a checkpoint
-            run.lock = rundir.claim_run_dir(args.out_dir, memory.checkpoint_bytes(run.raw_model.config, args.muon))
-            run.records = tracking.RunRecords(args.out_dir, vars(args), start_step, {
-                "corpus": corpus_prefix(args.data_dir), "n_params": run.raw_model.num_params()})
-        for step in range(start_step, end_step):
-            evaluate(run, step)
-            t0 = time.time()
-            loss, norm, lr, stop_now = train_step(run, step, stop)
-            dt = time.time() - t0
-            log_step(run, step, loss, norm, lr, dt)
-            if step == start_step + 1 and end_step - step > 2:  # the first step compiled; this one is typical
-                run.log(f"about {dt * (end_step - step - 1) / 60:.1f} more minutes for {end_step - step - 1} steps "
-                        f"at {dt:.2f}s a step")
-            done = step + 1
-            if stop_now or done == end_step or (args.checkpoint_interval and done % args.checkpoint_interval == 0):
-                if done == args.max_steps:
-                    evaluate(run, done, final=True)  # the final model
-                if not args.save_best:
-                    save(run, done)
-            if stop_now:
-                run.log(f"stopped by a signal after step {step}; " + ("the best checkpoint is kept" if args.save_best
-                                                                          else "continue with --resume"))
-                break
-        if run.records is not None:
-            run.records.close()
-        if run.world_size > 1:
-            dist.barrier()  # no rank tears the process group down while rank 0 still writes its checkpoint
-    return run.val_loss
+    if rank == 0 and not args.eval_only:
+        # a second job on this directory stops here, and so does a disk without room for a checkpoint
+        lock = rundir.claim_run_dir(args.out_dir, memory.checkpoint_bytes(model.config, args.muon))
+        records = tracking.RunRecords(args.out_dir, vars(args), start_step, {  # log.txt, run.json, dashboards
+            "corpus": corpus_prefix(args.data_dir), "n_params": model.num_params()})
+    for step in range(start_step, end_step + 1):
+        last_step = step == end_step or stopping  # --stop-at and a stop signal end the run early, with a checkpoint
+        final = step == args.max_steps or args.eval_only  # the trained model: every evaluation, whatever the intervals
+        if args.eval_interval and (final or (step % args.eval_interval == 0 and not last_step)):
+            val_loss = evaluate_val_loss(train_model, val_loader, autocast, device, args.eval_steps, world_size)
+            print0(f"step {step:5d} | val loss {val_loss:.4f}")
+            append_log(records, step, "val", val_loss)
+            if args.save_best and not args.eval_only and (best_val_loss is None or val_loss < best_val_loss):
+                best_val_loss = val_loss  # fine-tuning: keep the weights that did best, not the last ones
+                save_checkpoint(model, optimizer, train_loader, step, val_loss, args, scaler)
+        if args.hellaswag_interval and (final or (step % args.hellaswag_interval == 0 and not last_step)):
+            result = evaluate_hellaswag(model, examples, autocast, device, rank, world_size, args.hellaswag_batch_size)
+            print0(f"step {step:5d} | HellaSwag acc_norm {result['correct_norm']}/{result['n']} = "
+                   f"{result['acc_norm']:.4f}")
+            append_log(records, step, "hella", result["acc_norm"])
+        if args.sample_interval and (final or (step > 0 and step % args.sample_interval == 0 and not last_step)):
+            print_samples(model, device, autocast, args.num_samples, args.sample_tokens, rank, args.sample_prompt)
+        # every rank takes part: FSDP's ranks each write their shards (one file: rank 0 writes it, gptkit/checkpoint.py)
+        if step > start_step and not args.save_best and (last_step or (args.checkpoint_interval and
+                                                                       step % args.checkpoint_interval == 0)):
+            save_checkpoint(model, optimizer, train_loader, step, val_loss, args, scaler)  # the last val loss measured
+        if last_step:
+            if stopping:
+                print0(f"stopped by a signal after step {step - 1}; " + ("the best checkpoint is kept"
+                                                                         if args.save_best else "continue with --resume"))
+            break
+        t0 = time.time()
+        optimizer.zero_grad()
+        loss_accum = torch.zeros((), device=device)
+        for micro_step in range(grad_accum_steps):  # backward() adds each micro-batch's gradients to the last
+            x, y = train_loader.next_batch()
+            if device.startswith("cuda"):  # from page-locked memory the copy runs asynchronously, beside GPU work
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # average the gradients across ranks after the last micro-batch only, not after every one
+            distributed.set_gradient_sync(wrapped, micro_step == grad_accum_steps - 1)
+            with autocast:  # matmuls in bf16 (or float16), the weights and the loss in fp32
+                _, loss = train_model(x, y)
+            loss = loss / grad_accum_steps  # the step's loss is the mean over the micro-batches, not their sum
+            loss_accum += loss.detach()
+            scaler.scale(loss).backward()  # float16: scaled up so that small gradients do not flush to zero
+        # one all-reduce carries the loss for the log and whether any rank was asked to stop: read now, after the
+        # forward and backward passes, so that a signal during this step stops the run after this step
+        stats = torch.stack([loss_accum, torch.tensor(float(stop.requested), device=device)])
+        loss_value, stop_votes = distributed.all_reduce_mean(stats, world_size).tolist()  # one host sync
+        if not math.isfinite(loss_value):
+            last = rundir.checkpoint_paths(args.out_dir)
+            raise FloatingPointError(f"loss is {loss_value} at step {step}; stopping before the update. The last "
+                                     f"good checkpoint is {last[-1] if last else 'none'}; lower --max-lr or check "
+                                     "the data")
+        scaler.unscale_(optimizer)  # float16: the gradients back at their true size before clipping
+        # one bad batch must not throw the model far: the gradient's norm over all parameters is capped
+        norm = distributed.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)).item()
+        if args.schedule == "wsd":
+            lr = modern.wsd_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr, args.cooldown_frac)
+        else:
+            lr = get_lr(step, args.warmup_steps, args.max_steps, args.max_lr, args.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own multiple of the LR
+        if hardware.scaled_step(scaler, optimizer):  # float16: no update when a gradient overflowed
+            skipped_steps += 1
+            print0(f"step {step:5d} | float16 gradients overflowed: update skipped, loss scale lowered to "
+                   f"{scaler.get_scale():g} ({skipped_steps} skipped in this run)")
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()  # wait for the GPU's queue: an honest step time
+        dt = time.time() - t0
+        tokens_per_sec = args.total_batch_size / dt
+        use = flops.utilization(model.config, T, tokens_per_sec / world_size, device)  # per device
+        print0(f"step {step:5d} | loss {loss_value:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.0f}ms | "
+               f"tok/sec {tokens_per_sec:,.0f} | " + (f"mfu {use['mfu']:.1%}" if "mfu" in use
+                                                      else f"{use['tflops']:.3f} TFLOP/s"))
+        append_log(records, step, "train", loss_value, lr=lr, grad_norm=norm, tokens_per_sec=tokens_per_sec, **use)
+        if step == start_step + 1 and end_step - step > 2:  # the first step compiled; this one is typical
+            print0(f"about {dt * (end_step - step - 1) / 60:.1f} more minutes for {end_step - step - 1} steps "
+                   f"at {dt:.2f}s a step")
+        stopping = stop_votes > 0
+    if records is not None:
+        records.close()
+        lock.release()
+    if world_size > 1:
+        dist.barrier()  # no rank tears the process group down while rank 0 still writes its checkpoint
+    return val_loss
 
 
 # -----------------------------------------------------------------------------
 # 4. Command line
 # -----------------------------------------------------------------------------
+
 
 def build_parser():
     p = argparse.ArgumentParser(description="Train GPT-2 (or a GPT-3-sized model) from scratch. The defaults "
@@ -629,7 +601,7 @@ def build_parser():
                    help="micro-batch: sequences per forward pass per rank; auto: the largest that fits the device by "
                         "the memory plan (--device-memory)")
     o.add_argument("-T", "--seq-len", type=positive_int, help="sequence length (default: the model's block_size)")
-    o.add_argument("--max-steps", type=positive_int, default=19073,
+    o.add_argument("--max-steps", "--steps", type=positive_int, default=19073,
                    help="optimizer steps (19,073 x 524,288 = 10B tokens)")
     o.add_argument("--warmup-steps", type=non_negative_int, default=715, help="linear LR warmup steps")
     o.add_argument("--max-lr", type=positive_float, help="peak learning rate (default: the preset's; 6e-4 for gpt2)")
@@ -669,7 +641,7 @@ def build_parser():
 def parse_args(argv=None):
     """The run's settings, in one place: the defaults above, then --quickstart's or --finetune's, the modern
     recipe's, a resumed run's saved ones, and the flags on the command line (gptkit/settings.py). Settings that
-    follow from the model (batch size, LR, sequence length) are filled in once it is loaded (setup_run)."""
+    follow from the model (batch size, LR, sequence length) are filled in once it is loaded (main)."""
     return settings.resolve(build_parser(), argv)
 
 
@@ -682,7 +654,23 @@ def main(argv=None):
             settings.fill_model_defaults(args, config, batch_tokens, max_lr)
             memory.print_plan(args.model, modern.with_switches(config, args), args)
             return 0
-        train(args)
+        # from the start: a Ctrl-C during set-up is acknowledged too, and the training loop reads it
+        with StopRequest(announce=print0) as stop:
+            rank, world_size = distributed.rank_and_world_size()  # set by torchrun
+            distributed.check_arguments(args)  # --fsdp, --cpu-offload, --device under torchrun
+            # NCCL between GPUs, gloo between CPU processes; each rank on its own GPU
+            device = distributed.setup_distributed(args.device, args.cpu_offload)
+            torch.set_float32_matmul_precision("high" if args.tf32 else "highest")  # TF32 matmuls on Ampere and newer
+            torch.manual_seed(args.seed)  # the same initial weights every run, on every rank
+            with distributed.same_outcome(world_size) as seen:  # a problem on some ranks only: one line from rank 0
+                model, ckpt = starting_model(args)
+                _, batch_tokens, max_lr = preset(preset_of(model.config) or args.model)  # --init-from gpt2-xl: its own
+                settings.fill_model_defaults(args, model.config, batch_tokens, max_lr)
+                # several nodes: every rank must resume from the same checkpoint as rank 0
+                seen["checkpoint"] = ckpt and os.path.basename(rundir.newest_checkpoint(args.out_dir))
+            model.loss_chunk_size = args.loss_chunk_size
+            model.config.attention = args.attention  # a loaded model too
+            train(args, model.to(device), ckpt, device, rank, world_size, stop)
     except (ValueError, OSError, FloatingPointError) as e:  # OSError: a missing file, a full disk, ...
         if distributed.rank_and_world_size()[0] == 0:  # under torchrun every rank finds the same problem
             print(f"error: {e}", file=sys.stderr)

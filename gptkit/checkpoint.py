@@ -182,7 +182,7 @@ def is_checkpoint(path):
     return os.path.isfile(path) or os.path.isfile(os.path.join(path, "meta.pt"))
 
 
-def restore(path, ckpt, model, optimizer, train_loader, scaler):
+def restore(path, ckpt, model, optimizer, train_loader, scaler=None):
     """--resume: the weights of a sharded checkpoint (a one-file checkpoint's came with the model), and unless
     evaluating only (train_loader None) the optimizer state, the data position, the RNG and float16's loss scale,
     so that the run goes on exactly as if it had not stopped."""
@@ -193,14 +193,14 @@ def restore(path, ckpt, model, optimizer, train_loader, scaler):
     if train_loader is not None:
         train_loader.load_state_dict(ckpt["train_loader"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        if ckpt.get("scaler"):  # float16 (an unused scaler's state is empty)
+        if scaler is not None and ckpt.get("scaler"):  # float16 (an unused scaler's state is empty)
             scaler.load_state_dict(ckpt["scaler"])
 
 
 def add_arguments(parser):
     """The trainer's flags for its run directory: checkpoints, resuming, splitting a run into jobs."""
     g = parser.add_argument_group("run directory, checkpoints and resuming")
-    g.add_argument("--out-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
+    g.add_argument("--out-dir", "--log-dir", default="log", help="run directory: log.txt and ckpt_*.pt")
     g.add_argument("--checkpoint-interval", type=non_negative_int, default=5000,
                    help="steps between checkpoints (one is always written at the end and on SIGTERM/SIGINT)")
     g.add_argument("--keep-checkpoints", type=positive_int, default=3, help="keep only the newest K checkpoints")

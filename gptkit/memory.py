@@ -97,7 +97,7 @@ def plan_lines(config, args, world_size, bf16, capacity=None):
     """The plan for the trainer's settings (args: -B, -T, --fsdp, --activation-checkpointing, --loss-chunk-size),
     as the lines it prints: per device, and advice when it will not fit in capacity bytes."""
     parts = plan(config, args.batch_size, args.seq_len or config.block_size, world_size, args.fsdp,
-                 args.activation_checkpointing, bf16, args.loss_chunk_size, args.muon)
+                 args.activation_checkpointing, bf16, args.loss_chunk_size, getattr(args, "muon", False))
     tip = advice(parts, capacity, args.batch_size, args.fsdp, args.activation_checkpointing, world_size) \
         if capacity else None
     return [describe(parts, capacity)] + ([tip] if tip else [])
@@ -117,7 +117,7 @@ def auto_batch_size(config, args, world_size, bf16, capacity):
         B = next(b for b in candidates if b <= 8)
         return B, f"-B auto: {B} (this platform does not say how much memory is free; -B sets it)"
     needs = lambda b: plan(config, b, T, world_size, args.fsdp, args.activation_checkpointing, bf16,  # noqa: E731
-                           args.loss_chunk_size, args.muon)["total"]
+                           args.loss_chunk_size, getattr(args, "muon", False))["total"]
     B = next((b for b in candidates if needs(b) <= HEADROOM * capacity), None)
     if B is None:
         raise ValueError(f"the model does not fit in {capacity / GIB:.1f} GiB even at -B 1 (the memory plan: "

@@ -1,5 +1,5 @@
-"""Token shard files, the contract between fineweb.py (writes them) and the trainer's DataLoader (reads them):
-uint16 .npy arrays named {prefix}_{split}_{index:06d}.npy, index 0 the val shard; and ShardCursor, the DataLoader's
+"""Token shard files, the contract between fineweb.py (writes them) and the trainer's DataLoaderLite (reads them):
+uint16 .npy arrays named {prefix}_{split}_{index:06d}.npy, index 0 the val shard; and ShardCursor, the DataLoaderLite's
 reading position. No torch here."""
 
 import os
@@ -45,7 +45,7 @@ def corpus_prefix(data_dir):
 
 
 class ShardCursor:
-    """Which chunk of B*T tokens of which shard one rank reads next: the DataLoader's bookkeeping beyond the lecture.
+    """Which chunk of B*T tokens of which shard one rank reads next: DataLoaderLite's bookkeeping beyond the lecture.
 
     Chunks are dealt out in rounds: in round r, rank k reads chunk r*world_size + k, so ranks never overlap and
     together cover the shard (all but a tail shorter than one round). One pass over all shards is an epoch. With

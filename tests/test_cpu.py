@@ -48,20 +48,27 @@ def test_the_bf16_matmul_unit_is_read_from_cpuinfo(tmp_path, cpuinfo, unit):
     assert cpu.bf16_matmul_unit(str(tmp_path / "missing")) is None  # macOS, Windows: float32
 
 
-def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path, capsys):
+def test_auto_dtype_follows_the_cpu_and_the_trainer_says_which(data, tmp_path, capsys, monkeypatch):
     import train_gpt2 as tg
 
     expected = torch.bfloat16 if cpu.bf16_matmul_unit() else torch.float32
     assert hardware.compute_dtype("cpu") == expected
     assert hardware.compute_dtype("cpu", "float32") == torch.float32
-    run, _ = tg.setup_run(tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path / "a"), *SMALL_ANY_DTYPE]))
-    assert (run.autocast.fast_dtype if run.autocast._enabled else torch.float32) == expected
+    made, real = [], torch.autocast
+
+    def autocast(device_type, dtype, enabled):  # the trainer's autocast, as it is made
+        made.append(dtype if enabled else torch.float32)
+        return real(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(torch, "autocast", autocast)
+    one_step = ["--data-dir", data, *SMALL_ANY_DTYPE, "--max-steps", "1", "--eval-interval", "0"]
+    assert tg.main([*one_step, "--out-dir", str(tmp_path / "a")]) == 0
+    assert made == [expected]
     line = hardware.describe(hardware.probe("cpu"), hardware.decide(hardware.probe("cpu")))
     out = capsys.readouterr().out
     assert line in out and out.count("device: CPU") == 1
-    run, _ = tg.setup_run(tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path / "b"), *SMALL_ANY_DTYPE,
-                                         "--dtype", "float32"]))
-    assert not run.autocast._enabled and "| float32 |" in capsys.readouterr().out
+    assert tg.main([*one_step, "--out-dir", str(tmp_path / "b"), "--dtype", "float32"]) == 0
+    assert made[1:] == [torch.float32] and "| float32 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("weights, unit, device, expected", [

@@ -210,7 +210,7 @@ def test_ranks_are_disjoint_and_cover_the_data(tmp_path, shuffle):
     per_epoch = sum(rounds)
     seen = []
     for rank in range(W):
-        loader = tg.DataLoader(d, B, T, "train", rank=rank, world_size=W, shuffle=shuffle, seed=7)
+        loader = tg.DataLoaderLite(B, T, rank, W, "train", d, shuffle=shuffle, seed=7)
         xs = epoch_inputs(loader, per_epoch)
         seen.append(torch.cat([x.flatten() for x in xs]).tolist())
         assert loader.epoch == 1 and loader.shard == 0 and loader.round == 0
@@ -228,7 +228,7 @@ def test_targets_are_next_tokens_and_uint16_is_read_as_unsigned(tmp_path):
     d.mkdir()
     tokens = np.array([50256, 40000, 65535, 1, 2, 3, 4, 5, 6], dtype=np.uint16)
     np.save(d / "x_val_000000.npy", tokens)
-    x, y = tg.DataLoader(d, 2, 4, "val").next_batch()
+    x, y = tg.DataLoaderLite(2, 4, 0, 1, "val", d).next_batch()
     assert x.dtype == torch.long
     assert x.tolist() == [[50256, 40000, 65535, 1], [2, 3, 4, 5]]
     assert y.tolist() == [[40000, 65535, 1, 2], [3, 4, 5, 6]]
@@ -237,7 +237,7 @@ def test_targets_are_next_tokens_and_uint16_is_read_as_unsigned(tmp_path):
 def test_shuffle_is_reproducible_from_the_seed(tmp_path):
     d = write_shards(tmp_path / "d", [50, 400, 400, 400])
     def order(seed, n=144):
-        loader = tg.DataLoader(d, 2, 8, "train", shuffle=True, seed=seed)
+        loader = tg.DataLoaderLite(2, 8, 0, 1, "train", d, shuffle=True, seed=seed)
         return [x[0, 0].item() for x in epoch_inputs(loader, n)]
     assert order(1) == order(1)
     assert order(1) != order(2)
@@ -249,10 +249,10 @@ def test_shuffle_is_reproducible_from_the_seed(tmp_path):
 def test_resume_yields_the_same_next_batches(tmp_path, shuffle):
     d = write_shards(tmp_path / "d", [50, 300, 500])
     for k in [0, 5, 9, 23]:  # inside a shard, at a shard boundary, past an epoch
-        a = tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=shuffle)
+        a = tg.DataLoaderLite(2, 8, 1, 2, "train", d, shuffle=shuffle)
         epoch_inputs(a, k)
         state = a.state_dict()
-        b = tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=shuffle)
+        b = tg.DataLoaderLite(2, 8, 1, 2, "train", d, shuffle=shuffle)
         b.load_state_dict(state)
         for _ in range(12):
             xa, ya = a.next_batch()
@@ -260,27 +260,27 @@ def test_resume_yields_the_same_next_batches(tmp_path, shuffle):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     if shuffle:
         with pytest.raises(ValueError, match="saved with B=2, world_size=2, this run has B=4, world_size=1.*same -B, -T and number of ranks"):
-            tg.DataLoader(d, 4, 8, "train", shuffle=True).load_state_dict(state)
+            tg.DataLoaderLite(4, 8, 0, 1, "train", d, shuffle=True).load_state_dict(state)
     with pytest.raises(ValueError, match=f"saved with shuffle={shuffle}, this run has shuffle={not shuffle}; resume with the same settings"):
-        tg.DataLoader(d, 2, 8, "train", rank=1, world_size=2, shuffle=not shuffle).load_state_dict(state)
+        tg.DataLoaderLite(2, 8, 1, 2, "train", d, shuffle=not shuffle).load_state_dict(state)
 
 
 def test_resume_on_other_ranks_and_batch_shapes_continues_at_the_same_token(tmp_path):
     d = write_shards(tmp_path / "d", [50, 300, 500])  # train shard 1 holds tokens 50..349, shard 2 350..849
     for k in [0, 4, 8, 9, 20]:  # rounds of 32 tokens: inside shard 1, its last round, shard 2, the next epoch
-        ranks = [tg.DataLoader(d, 2, 8, "train", rank=r, world_size=2) for r in range(2)]
+        ranks = [tg.DataLoaderLite(2, 8, r, 2, "train", d) for r in range(2)]
         for loader in ranks:
             epoch_inputs(loader, k)
         state = ranks[0].state_dict()
         next_round = torch.cat([loader.next_batch()[0].flatten() for loader in ranks])  # what the 2 ranks read next
         # one rank, 4 x 4 (rounds of 16 divide 32): exactly the same tokens, in the same order
-        one = tg.DataLoader(d, 4, 4, "train")
+        one = tg.DataLoaderLite(4, 4, 0, 1, "train", d)
         one.load_state_dict(state)
         assert torch.equal(torch.cat([one.next_batch()[0].flatten() for _ in range(2)]), next_round)
         # rounds of 24 or 40 tokens: from the first whole round at or after that token (nothing read twice), or
         # from the next shard when this one has no whole round left
         for B, T in [(3, 8), (5, 8)]:
-            other = tg.DataLoader(d, B, T, "train")
+            other = tg.DataLoaderLite(B, T, 0, 1, "train", d)
             other.load_state_dict(state)
             assert other.next_batch()[0][0, 0].item() == first_token_after(next_round[0].item(), B * T)
 
@@ -294,7 +294,7 @@ def first_token_after(token, round_tokens):
 
 def test_lecture_shards_and_fineweb_shards_load(tmp_path):
     run_fineweb(tmp_path, "--dataset", "tinyshakespeare", "--input", TINY_SHAKESPEARE, "--out", "ts")
-    loader = tg.DataLoader(tmp_path / "ts", 4, 64, "val", vocab_size=tg.PADDED_VOCAB_SIZE)
+    loader = tg.DataLoaderLite(4, 64, 0, 1, "val", tmp_path / "ts", vocab_size=tg.PADDED_VOCAB_SIZE)
     x, _ = loader.next_batch()
     assert x[0, 0].item() == EOT_TOKEN
     assert enc.decode(x[0, 1:].tolist()).startswith("First Citizen:")
@@ -302,22 +302,22 @@ def test_lecture_shards_and_fineweb_shards_load(tmp_path):
 
 def test_loader_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no train shards .* fineweb.py"):
-        tg.DataLoader(tmp_path, 2, 8, "train")
+        tg.DataLoaderLite(2, 8, 0, 1, "train", tmp_path)
     d = write_shards(tmp_path / "short", [50, 16])
     with pytest.raises(ValueError, match="fewer than one batch .* lower B or T"):
-        tg.DataLoader(d, 2, 8, "train")
+        tg.DataLoaderLite(2, 8, 0, 1, "train", d)
     d = tmp_path / "trunc"
     write_shards(d, [50, 100])
     raw = (d / "edufineweb_train_000001.npy").read_bytes()
     (d / "edufineweb_train_000001.npy").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="empty or truncated"):
-        tg.DataLoader(d, 2, 8, "train")
+        tg.DataLoaderLite(2, 8, 0, 1, "train", d)
     (d / "edufineweb_train_000001.npy").write_bytes(b"")
     with pytest.raises(ValueError, match="empty or truncated"):
-        tg.DataLoader(d, 2, 8, "train")
+        tg.DataLoaderLite(2, 8, 0, 1, "train", d)
     np.save(d / "edufineweb_train_000001.npy", np.arange(100, dtype=np.int32))
     with pytest.raises(ValueError, match="holds int32 .* expected a 1-D uint16"):
-        tg.DataLoader(d, 2, 8, "train")
+        tg.DataLoaderLite(2, 8, 0, 1, "train", d)
     d = write_shards(tmp_path / "big", [50, 100])
     with pytest.raises(ValueError, match="token id 66, outside the model.s vocabulary of 60"):
-        tg.DataLoader(d, 2, 8, "train", vocab_size=60).next_batch()
+        tg.DataLoaderLite(2, 8, 0, 1, "train", d, vocab_size=60).next_batch()

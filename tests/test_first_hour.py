@@ -38,7 +38,7 @@ def test_quickstart_is_one_command_in_a_fresh_clone_and_resumes(tmp_path):
     losses = read_log(quick)["train"]
     assert losses[0] > 10.5 and sum(losses[s] for s in range(15, 20)) / 5 < losses[0] - 1.5
     assert sorted(read_log(quick)["val"]) == [0, 20]
-    assert r.stdout.count("rank 0 sample") == 2 and "(step 20): ROMEO:" in r.stdout
+    assert r.stdout.count("rank 0 sample") == 2 and "rank 0 sample 0: ROMEO:" in r.stdout
     # a finished run: nothing to do, and how to go on
     r = run(["train_gpt2.py", "--quickstart", "--resume"], clone)
     assert r.returncode == 0 and "nothing to do" in r.stdout and "--max-steps" in r.stdout

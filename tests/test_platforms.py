@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from gptkit import distributed, hardware, memory
-from gptkit.signals import StopRequest
 from helpers import (SMALL, TRAIN, assert_same_tensors, copy_tracked_files, final_state, make_examples, train,
                      write_jsonl)
 from plot import read_log
@@ -186,21 +185,21 @@ def test_float16_quick_start_with_the_scaler_learns_as_float32_and_resumes_exact
     assert read_log(tmp_path / "split")["train"] == read_log(tmp_path / "fp16")["train"]
 
 
-def test_a_float16_overflow_skips_the_update_and_lowers_the_scale(data, tmp_path, capsys):
+def test_a_float16_overflow_skips_the_update_and_lowers_the_scale(data, tmp_path, capsys, monkeypatch):
     import train_gpt2 as tg
 
-    args = tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path), *SMALL, *FP16])
-    run, _ = tg.setup_run(args)
-    before = {k: v.clone() for k, v in run.raw_model.state_dict().items()}
-    run.scaler.load_state_dict({**run.scaler.state_dict(), "scale": 2.0 ** 100})  # past float16's 65,504
-    with StopRequest() as stop:
-        loss, norm, _, _ = tg.train_step(run, 0, stop)
-    assert run.skipped_steps == 1 and run.scaler.get_scale() == 2.0 ** 99 and loss == pytest.approx(10.8, abs=0.5)
-    assert_same_tensors(run.raw_model.state_dict(), before)  # no update
-    assert "float16 gradients overflowed: update skipped, loss scale" in capsys.readouterr().out
-    run.scaler.load_state_dict({**run.scaler.state_dict(), "scale": 2.0 ** 10})
-    tg.train_step(run, 1, stop)
-    assert run.skipped_steps == 1 and any((p != before[k]).any() for k, p in run.raw_model.state_dict().items())
+    class Overflowing(torch.amp.GradScaler):  # a scale past float16's 65,504: the first step's gradients overflow
+        def __init__(self, device, enabled):
+            super().__init__(device, init_scale=2.0 ** 100, enabled=enabled)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Overflowing)
+    assert tg.main(["--data-dir", data, "--out-dir", str(tmp_path), *SMALL, *FP16, "--max-steps", "1"]) == 0
+    assert "float16 gradients overflowed: update skipped, loss scale lowered to 6.33825e+29 (1 skipped in this run)" \
+        in capsys.readouterr().out
+    saved = final_state(tmp_path)
+    assert saved["scaler"]["scale"] == 2.0 ** 99 and read_log(tmp_path)["train"][0] == pytest.approx(10.8, abs=0.5)
+    torch.manual_seed(1337)  # the trainer's --seed: the model it started from
+    assert_same_tensors(saved["model"], tg.GPT(tg.preset("tiny")[0]).state_dict())  # no update
 
 
 @pytest.mark.parametrize("gib, B", [(80, 64), (40, 32), (24, 16), (16, 8), (12, 8), (8, 4), (5, 2)])
@@ -230,7 +229,8 @@ def test_the_trainer_picks_its_micro_batch_by_the_memory_it_is_given(data, tmp_p
 
     at = SMALL.index("-B")
     args = SMALL[:at] + SMALL[at + 2:]  # -B auto, the default
-    tg.setup_run(tg.parse_args(["--data-dir", data, "--out-dir", str(tmp_path), *args, "--device-memory", "0.25"]))
+    assert tg.main(["--data-dir", data, "--out-dir", str(tmp_path), *args, "--device-memory", "0.25",
+                    "--max-steps", "1", "--eval-interval", "0"]) == 0
     out = capsys.readouterr().out
     assert "-B auto: 4, the largest micro-batch whose memory plan fits 0.2 GiB, with 2 accumulation steps" in out
     assert "total batch 256 tokens = 4 x 32 x 1 ranks x 2 accumulation steps" in out
