@@ -170,18 +170,10 @@ class GPT(nn.Module):
         Several sequences can share one row (HellaSwag packs a context and its four endings): pass their
         positions pos (B, T) and a boolean attention mask (B, 1, T, T) saying which tokens each may see.
         With a KV cache (sampling), the tokens continue the cached ones."""
-        T = idx.size(1)
-        if cache is not None:
-            pos = cache.positions(T)
-        elif pos is None:
-            if T > self.config.block_size:
-                raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-            pos = torch.arange(T, device=idx.device)
+        pos = sampling.positions(idx, self.config.block_size, pos, cache)  # (T,): 0 .. T-1 unless packed or cached
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C), broadcast over B
         for block in self.transformer.h:
             x = block(x, cache, mask)
-        if cache is not None:
-            cache.pos += T
         return self.transformer.ln_f(x)
 
     def num_params(self):

@@ -10,11 +10,17 @@ Model switches (a GPT with any of them on is a ModernGPT; its config, saved in c
     --zero-init    output projections (and an untied head) start at zero
     --softcap C    logits squashed into (-C, C) by C * tanh(logits / C)
 Training switches: --muon (Muon for the hidden weight matrices, AdamW for the rest) and --schedule wsd.
+
+ModernGPT is whole here, not a subclass of train_gpt2.GPT: hellaswag.py, which the trainer imports, scores its
+checkpoints, so it cannot import the trainer. What both models share lives in gptkit, each in one place: where a
+forward pass's tokens sit (sampling.positions, which the KV cache advances), the KV cache, the chunked loss, the
+names of the parameters (so that a model with every switch off loads the lecture's checkpoints, and the tests
+check it is the lecture's GPT, weight for weight and logit for logit).
 """
 
 import argparse
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -31,12 +37,14 @@ RECIPE = dict(rotary=True, qk_norm=True, relu2=True, rmsnorm=True, untied_head=T
 
 @dataclass
 class ModernConfig:
+    """The lecture's GPTConfig (its shape) and the switches. A lecture config's `attention` is accepted and not kept:
+    this model always uses scaled_dot_product_attention."""
     block_size: int = 1024
     vocab_size: int = 50304
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    attention: str = "flash"  # kept for the trainer's --attention; this model always uses scaled_dot_product_attention
+    attention: InitVar[str] = "flash"
     rotary: bool = False
     qk_norm: bool = False
     relu2: bool = False
@@ -230,23 +238,14 @@ class ModernGPT(nn.Module):
         return logits, loss
 
     def hidden_states(self, idx, pos=None, mask=None, cache=None):
-        T = idx.size(1)
-        if cache is not None:
-            pos = cache.positions(T)
-        elif pos is None:
-            if T > self.config.block_size:
-                raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-            pos = torch.arange(T, device=idx.device)
-        x = self.transformer.wte(idx)
-        rope = None
-        if self.config.rotary:
+        pos = sampling.positions(idx, self.config.block_size, pos, cache)  # as the lecture's GPT places its tokens
+        x, rope = self.transformer.wte(idx), None
+        if self.config.rotary:  # the positions rotate queries and keys in every layer instead of adding a vector
             rope = rotary_tables(pos, self.config.n_embd // self.config.n_head)
         else:
             x = x + self.transformer.wpe(pos)
         for block in self.transformer.h:
             x = block(x, rope, cache, mask)
-        if cache is not None:
-            cache.pos += T
         return self.transformer.ln_f(x)
 
     def num_params(self):

@@ -1,4 +1,5 @@
-"""Sampling from a GPT: a preallocated KV cache, temperature / top-k / top-p, and batched generation."""
+"""Sampling from a GPT: a preallocated KV cache, the positions of the tokens a forward pass adds, temperature / top-k /
+top-p, and batched generation."""
 
 import torch
 from torch.nn import functional as F
@@ -17,25 +18,41 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # each layer's (k, v) views, made once
-        self.pos = 0  # how many positions are filled
+        self.start = self.pos = 0  # the forward pass's new tokens go to positions start .. pos-1
 
     def positions(self, T):
-        """Positions (T,) of the next T tokens."""
+        """Positions (T,) of the next T tokens, for which the cache now makes room: a forward pass calls it once,
+        then every layer stores its keys and values there (attend)."""
         if self.pos + T > self.k.size(3):
             raise ValueError(f"KV cache holds {self.k.size(3)} positions; cannot add {T} after {self.pos}")
-        return torch.arange(self.pos, self.pos + T, device=self.k.device)
+        self.start, self.pos = self.pos, self.pos + T
+        return torch.arange(self.start, self.pos, device=self.k.device)
 
     def attend(self, layer, q, k, v):
-        """Store k, v (B, n_head, T, head_dim) of `layer` at the next T positions, and return the attention of q
-        (the same shape) over every filled position, in q's dtype."""
-        T, end = k.size(2), self.pos + k.size(2)
+        """Store k, v (B, n_head, T, head_dim) of `layer` at the positions made room for, and return the attention
+        of q (the same shape) over every filled position, in q's dtype."""
+        T, start, end = k.size(2), self.start, self.pos
         keys, values = self.layers[layer]  # (B, n_head, max_len, head_dim)
-        keys[:, :, self.pos : end] = k
-        values[:, :, self.pos : end] = v
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
         # one new token sees everything before it; several (a prompt) see the past and each other causally
-        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=self.pos)
+        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=q.device).tril(diagonal=start)
         y = F.scaled_dot_product_attention(q.to(keys.dtype), keys[:, :, :end], values[:, :, :end], attn_mask=mask)
         return y.to(q.dtype)
+
+
+def positions(idx, block_size, pos=None, cache=None):
+    """Where each of idx's (B, T) tokens sits, for the position embedding (or rotation): after the cached ones when
+    sampling with a KV cache, pos when the caller packs several sequences in a row, else 0 .. T-1, which must fit
+    the model's block_size."""
+    T = idx.size(1)
+    if cache is not None:
+        return cache.positions(T)
+    if pos is not None:
+        return pos
+    if T > block_size:
+        raise ValueError(f"sequence of {T} tokens is longer than block_size {block_size}")
+    return torch.arange(T, device=idx.device)
 
 
 def cache_dtype(weight_dtype, device):
