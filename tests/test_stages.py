@@ -47,6 +47,20 @@ def test_every_step_is_the_size_of_a_commit_and_has_a_message():
             assert changed <= 200, (path, changed)
 
 
+def test_the_readme_says_the_size_of_every_step():
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (stage|changed lines) \|(.*)\|$", readme, re.M)
+    stages = [int(x) for kind, cells in rows if kind == "stage" for x in cells.split("|")]
+    sizes = [int(x) for kind, cells in rows if kind == "changed lines" for x in cells.split("|")]
+    chain = stage.stages()
+    assert stages == list(chain)
+    assert sizes == [stage.changed_lines(diff) for _, _, diff, _ in chain.values()]
+    old, new = chain[15][3], chain[max(chain)][3]  # what the project adds to the lecture's file
+    diff = stage.make_diff(old, new).splitlines()[2:]
+    added, removed = sum(line[:1] == "+" for line in diff), sum(line[:1] == "-" for line in diff)
+    assert f"{added} insertions, {removed} deletions, from {len(old)} lines to {len(new)};" in " ".join(readme.split())
+
+
 def copy_of_stages(dest):
     """stages/ and train_gpt2.py in a scratch folder, where stage.py can rewrite them."""
     shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("out", "__pycache__"))
