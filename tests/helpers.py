@@ -1,10 +1,14 @@
 """Helpers shared by the test modules (which never import each other)."""
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -31,14 +35,69 @@ def command(nproc, torchrun=False):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN]
 
 
+# a run that needs a process of its own: compiling (dynamo's caches and limits are per process), dashboards
+# (wandb and tensorboard keep global state)
+OWN_PROCESS = ("--compile", "--wandb", "--tensorboard")
+
+
 def train(data, out_dir, *args, nproc=1, torchrun=False, check=True, small=True, **kw):
-    """Run train_gpt2.py on the shards in data with SMALL's settings (then args) into out_dir."""
-    r = subprocess.run(command(nproc, torchrun) + ["--data-dir", str(data), "--out-dir", str(out_dir),
-                                         *(SMALL if small else []), *map(str, args)],
-                       capture_output=True, text=True, timeout=600, **kw)
+    """Run train_gpt2.py on the shards in data with SMALL's settings (then args) into out_dir: under torchrun in
+    nproc processes, else in this process (train_gpt2.main, as a notebook calls it: no second start of Python and
+    torch) unless the run needs a process of its own (OWN_PROCESS, or subprocess arguments in kw). Returns what
+    subprocess.run returns: the exit status, stdout and stderr."""
+    argv = ["--data-dir", str(data), "--out-dir", str(out_dir), *(SMALL if small else []), *map(str, args)]
+    if nproc == 1 and not torchrun and not kw and not set(argv) & set(OWN_PROCESS):
+        r = main_in_process(argv)
+    else:
+        r = subprocess.run(command(nproc, torchrun) + argv, capture_output=True, text=True, timeout=600, **kw)
     if check:
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
+
+
+def main_in_process(argv):
+    """train_gpt2.main(argv) in this process, as a CompletedProcess (see in_process)."""
+    import train_gpt2
+
+    return in_process(lambda: train_gpt2.main(argv), ["train_gpt2.py", *argv])
+
+
+def script_in_process(path, argv, cwd, env):
+    """python path argv... from cwd with env's variables set, in this process, as a CompletedProcess (in_process)."""
+    def run():
+        with contextlib.chdir(cwd):
+            runpy.run_path(str(path), run_name="__main__")
+
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    sys.argv = [str(path), *argv]
+    os.environ.update(env)
+    try:
+        return in_process(run, sys.argv)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def in_process(run, args):
+    """run() with its output captured, as subprocess.run would give it for a process of its own: the exit status
+    (SystemExit's code, 1 for an exception, whose traceback goes to stderr), stdout and stderr. What a run sets for
+    the whole process (the RNG, the matmul precision) is put back after it."""
+    out, err = io.StringIO(), io.StringIO()
+    rng, precision = torch.get_rng_state(), torch.get_float32_matmul_precision()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run() or 0
+        except SystemExit as e:  # argparse's errors, sys.exit(...)
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        except Exception:  # what a process would die of
+            traceback.print_exc()
+            code = 1
+    torch.set_rng_state(rng)
+    torch.set_float32_matmul_precision(precision)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def final_state(out_dir):

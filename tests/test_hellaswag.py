@@ -15,7 +15,7 @@ import hellaswag
 import train_gpt2 as tg
 from gptkit.hf import export_hf
 from gptkit.tokenizer import GPT2_VOCAB_SIZE, gpt2_tokenizer
-from helpers import ROOT, make_examples, write_jsonl
+from helpers import ROOT, in_process, main_in_process, make_examples, write_jsonl
 
 enc = gpt2_tokenizer()
 
@@ -111,8 +111,9 @@ def test_our_model_and_its_hugging_face_export_score_identically(model, tmp_path
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "hellaswag.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    """python hellaswag.py args..., in this process (its main, as the command line calls it)."""
+    argv = list(map(str, args))
+    return in_process(lambda: hellaswag.main(argv), ["hellaswag.py", *argv])
 
 
 @pytest.mark.slow
@@ -130,9 +131,9 @@ def test_command_line_on_a_checkpoint_and_an_hf_directory(model, tmp_path):
     r = run_cli("-m", tmp_path, "--cache-dir", tmp_path, "--device", "cpu", "--limit", 2)
     assert "2 examples" in r.stdout
     # the trainer's own code on the same checkpoint, in one command
-    r = subprocess.run([sys.executable, str(ROOT / "train_gpt2.py"), "--init-from", tmp_path, "--eval-only",
-                        "--hellaswag-dir", tmp_path, "--eval-interval", "0", "--sample-interval", "0", "--device", "cpu",
-                        "--out-dir", tmp_path / "nothing"], capture_output=True, text=True, timeout=300)
+    r = main_in_process(list(map(str, ["--init-from", tmp_path, "--eval-only", "--hellaswag-dir", tmp_path,
+                                       "--eval-interval", 0, "--sample-interval", 0, "--device", "cpu",
+                                       "--out-dir", tmp_path / "nothing"])))
     assert r.returncode == 0, r.stderr
     assert f"HellaSwag acc_norm {expected['correct_norm']}/7 = {expected['acc_norm']:.4f}" in r.stdout
     assert not (tmp_path / "nothing").exists()  # --eval-only writes nothing

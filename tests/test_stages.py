@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, make_examples, write_jsonl
+from helpers import ROOT, make_examples, script_in_process, write_jsonl
 
 sys.path.insert(0, str(ROOT / "stages"))
 import stage  # noqa: E402
@@ -134,10 +134,10 @@ def written(tmp_path_factory):
 
 
 def run_stage(written, n, *args):
+    """python stages/out/NN/train_gpt2.py args..., offline, from the scratch folder, in this process (the stage runs
+    as __main__; from stage 13 on it imports this project's hellaswag.py, found as stage.py --run finds it)."""
     root, paths = written
-    # PYTHONPATH as stage.py --run sets it: from stage 13 on, a stage imports this project's hellaswag.py
-    r = subprocess.run([sys.executable, str(paths[n]), *map(str, args)], cwd=root, capture_output=True, text=True,
-                       env={**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}, timeout=600)
+    r = script_in_process(paths[n], list(map(str, args)), root, OFFLINE)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -431,8 +431,7 @@ def test_stage_19_says_bad_input_in_one_line(written, data, tmp_path):
     (tmp_path / "used" / "ckpt_000001.pt").write_bytes(b"")
     for args, error in ((["--data-dir", root / "nothing", "--out-dir", tmp_path / "fresh"], "error: data directory"),
                         (["--data-dir", data, "--out-dir", tmp_path / "used"], "already holds checkpoints")):
-        r = subprocess.run([sys.executable, str(paths[19]), *map(str, TINY + args)], cwd=root, capture_output=True,
-                           text=True, env={**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}, timeout=600)
+        r = script_in_process(paths[19], list(map(str, TINY + args)), root, OFFLINE)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and error in r.stderr, r.stderr
 
 

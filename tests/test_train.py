@@ -252,31 +252,23 @@ def test_a_sharded_save_killed_halfway_is_never_resumed_from(data, tmp_path):
     assert f"at step {step}" in r.stdout and final_state(tmp_path)["step"] == step + 1
 
 
-def test_fsdp_with_bf16_keeps_fp32_master_weights_and_resumes_exactly(data, tmp_path):
-    # bf16 is what --dtype auto picks on a CPU with bf16 units (and on a GPU); the modern recipe brings Muon's shards
-    args = ["--fsdp", "--dtype", "bfloat16", "--recipe", "modern", "--max-steps", 4, "--eval-interval", 2]
-    train(data, tmp_path / "straight", *args, nproc=2)
-    train(data, tmp_path / "split", *args, "--stop-at", 2, nproc=2)
-    train(data, tmp_path / "split", *args, "--resume", nproc=2)
-    straight = read_log(tmp_path / "straight")
-    assert straight["train"][3] < straight["train"][0] and straight == read_log(tmp_path / "split")
-    weights = final_state(tmp_path / "straight")["model"]
-    assert all(t.dtype == torch.float32 for t in weights.values())
-    assert_same_tensors(weights, final_state(tmp_path / "split")["model"])
-
-
-def test_fsdp_run_resumes_exactly_with_samples_and_hellaswag(data, tmp_path):
+def test_fsdp_in_bf16_with_the_modern_recipe_samples_and_hellaswag_resumes_exactly(data, tmp_path):
+    # bf16 is what --dtype auto picks on a CPU with bf16 units (and on a GPU); the modern recipe brings Muon's shards;
+    # samples and HellaSwag gather the sharded weights (and score on both ranks) between the steps
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(6, seed=9))
-    args = ["--fsdp", "--max-steps", 4, "--eval-interval", 2, "--hellaswag-interval", 2, "--hellaswag-dir", tmp_path,
-            "--sample-interval", 2, "--num-samples", 1, "--sample-tokens", 4]
+    args = ["--fsdp", "--dtype", "bfloat16", "--recipe", "modern", "--max-steps", 4, "--eval-interval", 2,
+            "--hellaswag-interval", 2, "--hellaswag-dir", tmp_path, "--sample-interval", 2, "--num-samples", 1,
+            "--sample-tokens", 4]
     straight = train(data, tmp_path / "straight", *args, nproc=2)
     assert straight.stdout.count("rank 0 sample 0") == 2 and straight.stdout.count("rank 1 sample 0") == 2
     train(data, tmp_path / "split", *args, "--stop-at", 2, nproc=2)
     r = train(data, tmp_path / "split", *args, "--resume", nproc=2)
     assert "resuming from" in r.stdout
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
-    assert sorted(a["hella"]) == [0, 2, 4] and a == b
-    assert_same_tensors(final_state(tmp_path / "straight")["model"], final_state(tmp_path / "split")["model"])
+    assert a["train"][3] < a["train"][0] and sorted(a["hella"]) == [0, 2, 4] and a == b
+    weights = final_state(tmp_path / "straight")["model"]
+    assert all(t.dtype == torch.float32 for t in weights.values())  # the master weights stay fp32
+    assert_same_tensors(weights, final_state(tmp_path / "split")["model"])
 
 
 def test_init_from_a_checkpoint_takes_that_models_batch_and_lr(data, tmp_path):
