@@ -472,11 +472,11 @@ def train(args, model, ckpt, device, rank, world_size, stop):
     lock, records, skipped_steps, stopping = None, None, 0, False
     if not args.eval_only:
         os.makedirs(args.out_dir, exist_ok=True)
-    if rank == 0 and not args.eval_only:
-        # a second job on this directory stops here, and so does a disk without room for a checkpoint
-        lock = rundir.claim_run_dir(args.out_dir, memory.checkpoint_bytes(model.config, args.muon))
-        records = tracking.RunRecords(args.out_dir, vars(args), start_step, {  # log.txt, run.json, dashboards
-            "corpus": corpus_prefix(args.data_dir), "n_params": model.num_params()})
+        if rank == 0:
+            # a second job on this directory stops here, and so does a disk without room for a checkpoint
+            lock = rundir.claim_run_dir(args.out_dir, memory.checkpoint_bytes(model.config, args.muon))
+            records = tracking.RunRecords(args.out_dir, vars(args), start_step, {  # log.txt, run.json, dashboards
+                "corpus": corpus_prefix(args.data_dir), "n_params": model.num_params()})
     for step in range(start_step, end_step + 1):
         last_step = step == end_step or stopping  # --stop-at and a stop signal end the run early, with a checkpoint
         final = step == args.max_steps or args.eval_only  # the trained model: every evaluation, whatever the intervals
