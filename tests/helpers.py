@@ -106,6 +106,21 @@ def final_state(out_dir):
     return checkpoint.load_checkpoint(rundir.checkpoint_paths(str(out_dir))[-1])
 
 
+def preempted_copy(run, dest, step):
+    """A copy of the run directory run as the job left it when it was stopped right after its checkpoint of step:
+    the later checkpoints gone, and log.txt up to the line of the first step trained after it."""
+    from gptkit import rundir
+
+    shutil.copytree(run, dest)
+    for path in rundir.checkpoint_paths(str(dest)):
+        if int(os.path.basename(path)[5:11]) > step:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    lines = (dest / "log.txt").read_text().splitlines(keepends=True)
+    later = [i for i, line in enumerate(lines) if line.split()[1] == "train" and int(line.split()[0]) >= step]
+    (dest / "log.txt").write_text("".join(lines[:later[0]] if later else lines))
+    return dest
+
+
 def assert_same_tensors(a, b, atol=0.0):
     """Two state dicts (or dicts of optimizer state) hold the same keys and tensors, bit for bit by default."""
     assert a.keys() == b.keys()

@@ -13,7 +13,8 @@ import hellaswag
 import train_gpt2 as tg
 from gptkit import checkpoint, rundir
 from gptkit.tokenizer import gpt2_tokenizer
-from helpers import ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, train, write_jsonl
+from helpers import (ROOT, SMALL, TRAIN, assert_same_tensors, command, final_state, make_examples, preempted_copy,
+                     train, write_jsonl)
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # every test here runs the trainer in a subprocess
@@ -74,7 +75,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path, nproc):
 
 def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     # 256 tokens per step: 2 ranks x 2 micro-batches of 2 x 32, or 1 rank x 4 micro-batches
-    r = train(data, tmp_path / "ddp", "--max-steps", 3, "--eval-interval", 3, nproc=2)
+    r = train(data, tmp_path / "ddp", "--max-steps", 3, "--eval-interval", 3, "--checkpoint-interval", 1, nproc=2)
     assert "2 ranks x 2 accumulation steps" in r.stdout
     r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
     assert "1 ranks x 4 accumulation steps" in r.stdout
@@ -83,11 +84,11 @@ def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     # (AdamW turns a near-zero gradient's rounding into a step); a real fault moves weights by the lr, 1e-3
     assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
     assert all(abs(read_log(tmp_path / "ddp")["train"][s] - single[s]) < 1e-5 for s in range(3))
-    # a job on 2 ranks, preempted, continued on 1 rank: its loader position, 2 rounds of 2 x (2 x 32) tokens,
-    # becomes 4 rounds of 2 x 32, and each step still sees the same 256 tokens
-    train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--stop-at", 1, nproc=2)
+    # a job on 2 ranks, preempted after its checkpoint of step 1, continued on 1 rank: its loader position, 2 rounds
+    # of 2 x (2 x 32) tokens, becomes 4 rounds of 2 x 32, and each step still sees the same 256 tokens
+    preempted_copy(tmp_path / "ddp", tmp_path / "moved", step=1)
     r = train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--resume")
-    assert "1 ranks x 4 accumulation steps" in r.stdout
+    assert "1 ranks x 4 accumulation steps" in r.stdout and "at step 1" in r.stdout
     assert_same_tensors(final_state(tmp_path / "moved")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
     assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
@@ -260,12 +261,12 @@ def test_fsdp_in_bf16_with_the_modern_recipe_samples_and_hellaswag_resumes_exact
     write_jsonl(tmp_path / "hellaswag_val.jsonl", make_examples(6, seed=9))
     args = ["--fsdp", "--dtype", "bfloat16", "--recipe", "modern", "--max-steps", 4, "--eval-interval", 2,
             "--hellaswag-interval", 2, "--hellaswag-dir", tmp_path, "--sample-interval", 2, "--num-samples", 1,
-            "--sample-tokens", 4]
+            "--sample-tokens", 4, "--checkpoint-interval", 2]
     straight = train(data, tmp_path / "straight", *args, nproc=2)
     assert straight.stdout.count("rank 0 sample 0") == 2 and straight.stdout.count("rank 1 sample 0") == 2
-    train(data, tmp_path / "split", *args, "--stop-at", 2, nproc=2)
+    preempted_copy(tmp_path / "straight", tmp_path / "split", step=2)
     r = train(data, tmp_path / "split", *args, "--resume", nproc=2)
-    assert "resuming from" in r.stdout
+    assert "resuming from" in r.stdout and "at step 2" in r.stdout
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
     assert a["train"][3] < a["train"][0] and sorted(a["hella"]) == [0, 2, 4] and a == b
     weights = final_state(tmp_path / "straight")["model"]
