@@ -93,21 +93,31 @@ def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
     assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
 
-def test_fsdp_trains_and_its_sharded_checkpoint_loads_in_one_process(data, tmp_path):
-    # with the loss in chunks (its weight gradient is made in the forward pass) and the full logits after loading
-    train(data, tmp_path, "--max-steps", 3, "--eval-interval", 3, "--fsdp", "--loss-chunk-size", 40, nproc=2)
-    assert sorted(os.listdir(tmp_path / "ckpt_000003")) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
-    ckpt = final_state(tmp_path)
-    losses = read_log(tmp_path)["train"]
-    assert losses[2] < losses[0]
+# two FSDP ranks, the loss in chunks (its weight gradient is made in the forward pass), sharded checkpoints of steps
+# 2 and 4: made once for the tests that load, convert and resume them
+FSDP_RUN = ["--fsdp", "--max-steps", 4, "--eval-interval", 4, "--loss-chunk-size", 40, "--checkpoint-interval", 2]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    train(data, out, *FSDP_RUN, nproc=2)
+    return out
+
+
+def test_fsdp_trains_and_its_sharded_checkpoint_loads_in_one_process(data, fsdp_run, tmp_path):
+    assert sorted(os.listdir(fsdp_run / "ckpt_000004")) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
+    ckpt = final_state(fsdp_run)
+    losses = read_log(fsdp_run)["train"]
+    assert losses[3] < losses[0]
     # converted to one file by its command line: the same state
-    r = subprocess.run([sys.executable, "-m", "gptkit.checkpoint", str(tmp_path / "ckpt_000003"),
+    r = subprocess.run([sys.executable, "-m", "gptkit.checkpoint", str(fsdp_run / "ckpt_000004"),
                         str(tmp_path / "one.pt")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     one = checkpoint.load_checkpoint(str(tmp_path / "one.pt"))
     assert_same_tensors(one["model"], ckpt["model"])
-    assert one["step"] == 3 and one["optimizer"]["state"].keys() == ckpt["optimizer"]["state"].keys()
-    # one process, the raw model: the same val loss on the same val batches as the two FSDP ranks together
+    assert one["step"] == 4 and one["optimizer"]["state"].keys() == ckpt["optimizer"]["state"].keys()
+    # one process, the raw model, the full logits: the same val loss on the same val batches as the two FSDP ranks
     model = tg.load_model(str(tmp_path / "one.pt")).eval()
     total = 0.0
     for rank in range(2):
@@ -116,7 +126,7 @@ def test_fsdp_trains_and_its_sharded_checkpoint_loads_in_one_process(data, tmp_p
             with torch.no_grad():
                 total += model(*loader.next_batch())[1].item() / 4
     assert total == pytest.approx(ckpt["val_loss"], abs=1e-5)
-    assert read_log(tmp_path)["val"][3] == pytest.approx(total, abs=1e-4)
+    assert read_log(fsdp_run)["val"][4] == pytest.approx(total, abs=1e-4)
 
 
 def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoint(data, tmp_path):
@@ -213,19 +223,15 @@ def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, tmp_path):
-    args = ["--fsdp", "--max-steps", 4, "--eval-interval", 0]
-    train(data, tmp_path / "straight", *args, nproc=2)
-    straight = read_log(tmp_path / "straight")["train"]
-    # one job moved twice: 2 ranks write the shards of step 2, 1 rank reads them and writes its own of step 3, which
-    # 2 ranks read to finish
-    run = tmp_path / "moved"
-    train(data, run, *args, "--stop-at", 2, nproc=2)
+def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, fsdp_run, tmp_path):
+    # the job stopped after its checkpoint of step 2 (2 ranks' shards) moves twice: 1 rank reads those shards and
+    # writes its own of step 3, which 2 ranks read to finish
+    run = preempted_copy(fsdp_run, tmp_path / "moved", step=2)
     for stop_at, ranks in ((3, 1), (4, 2)):
         assert (run / f"ckpt_{stop_at - 1:06d}" / "meta.pt").exists()
-        r = train(data, run, *args, "--resume", "--stop-at", stop_at, nproc=ranks, torchrun=True)
+        r = train(data, run, *FSDP_RUN, "--resume", "--stop-at", stop_at, nproc=ranks, torchrun=True)
         assert f"at step {stop_at - 1}" in r.stdout and f"{ranks} ranks x {4 // ranks} accumulation steps" in r.stdout
-    resumed = read_log(run)["train"]
+    resumed, straight = read_log(run)["train"], read_log(fsdp_run)["train"]
     assert sorted(resumed) == [0, 1, 2, 3]
     assert all(resumed[s] == pytest.approx(straight[s], abs=1e-5) for s in range(4)), (resumed, straight)
 
