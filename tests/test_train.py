@@ -73,20 +73,27 @@ def test_sigterm_checkpoints_and_resumes_exactly(data, tmp_path, nproc):
     assert_same_tensors(final_state(out)["model"], final_state(tmp_path / "straight")["model"])
 
 
-def test_ddp_matches_one_process_and_resumes_on_one(data, tmp_path):
-    # 256 tokens per step: 2 ranks x 2 micro-batches of 2 x 32, or 1 rank x 4 micro-batches
-    r = train(data, tmp_path / "ddp", "--max-steps", 3, "--eval-interval", 3, "--checkpoint-interval", 1, nproc=2)
+@pytest.fixture(scope="module")
+def ddp_run(data, tmp_path_factory):
+    """Two DDP ranks for 3 steps, a checkpoint after each; 256 tokens per step: 2 ranks x 2 micro-batches of 2 x 32."""
+    out = tmp_path_factory.mktemp("ddp")
+    r = train(data, out, "--max-steps", 3, "--eval-interval", 3, "--checkpoint-interval", 1, nproc=2)
     assert "2 ranks x 2 accumulation steps" in r.stdout
+    return out
+
+
+def test_ddp_matches_one_process_and_resumes_on_one(data, ddp_run, tmp_path):
+    # the same 256 tokens per step in 1 rank x 4 micro-batches
     r = train(data, tmp_path / "single", "--max-steps", 3, "--eval-interval", 3)
     assert "1 ranks x 4 accumulation steps" in r.stdout
     single = read_log(tmp_path / "single")["train"]
     # all-reduce sums in another order than one process does: on AVX-512 CPUs a weight moved by 1.3e-6 in 3 steps
     # (AdamW turns a near-zero gradient's rounding into a step); a real fault moves weights by the lr, 1e-3
-    assert_same_tensors(final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
-    assert all(abs(read_log(tmp_path / "ddp")["train"][s] - single[s]) < 1e-5 for s in range(3))
+    assert_same_tensors(final_state(ddp_run)["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
+    assert all(abs(read_log(ddp_run)["train"][s] - single[s]) < 1e-5 for s in range(3))
     # a job on 2 ranks, preempted after its checkpoint of step 1, continued on 1 rank: its loader position, 2 rounds
     # of 2 x (2 x 32) tokens, becomes 4 rounds of 2 x 32, and each step still sees the same 256 tokens
-    preempted_copy(tmp_path / "ddp", tmp_path / "moved", step=1)
+    preempted_copy(ddp_run, tmp_path / "moved", step=1)
     r = train(data, tmp_path / "moved", "--max-steps", 3, "--eval-interval", 3, "--resume")
     assert "1 ranks x 4 accumulation steps" in r.stdout and "at step 1" in r.stdout
     assert_same_tensors(final_state(tmp_path / "moved")["model"], final_state(tmp_path / "single")["model"], atol=1e-5)
@@ -322,10 +329,8 @@ def test_a_second_job_on_a_live_run_directory_is_refused_until_the_first_dies(da
     assert "resuming from" in r.stdout
 
 
-def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, tmp_path):
+def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, ddp_run, tmp_path):
     args = ["--data-dir", data, *SMALL, "--max-steps", "3", "--eval-interval", "3"]
-    one_node = train(data, tmp_path / "one", "--max-steps", 3, "--eval-interval", 3, nproc=2)
-    assert "2 ranks x 2 accumulation steps" in one_node.stdout
     port = str(29500 + os.getpid() % 1000)
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
                                "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
@@ -334,7 +339,7 @@ def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, tmp_path
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert all(node.returncode == 0 for node in nodes), outputs[0][1][-3000:] + outputs[1][1][-3000:]
     # the same up to float rounding (one process per node runs on more threads than torchrun --standalone's)
-    two, one = read_log(tmp_path / "two"), read_log(tmp_path / "one")
+    two, one = read_log(tmp_path / "two"), read_log(ddp_run)  # one node: the fixture's run
     assert {k: sorted(v) for k, v in two.items()} == {k: sorted(v) for k, v in one.items()}
     assert all(two[k][s] == pytest.approx(one[k][s], abs=1e-5) for k in ("train", "val") for s in one[k])
-    assert_same_tensors(final_state(tmp_path / "two")["model"], final_state(tmp_path / "one")["model"], atol=1e-5)
+    assert_same_tensors(final_state(tmp_path / "two")["model"], final_state(ddp_run)["model"], atol=1e-5)
