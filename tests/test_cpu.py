@@ -27,6 +27,7 @@ print(sorted(faults[-12:])[6])  # a typical step once the heap has settled (now 
 """
 
 
+@pytest.mark.slow  # two processes of training steps
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_kept_malloc_stops_the_page_faults_of_a_step_s_large_buffers():
     faults = {how: int(subprocess.run([sys.executable, "-c", STEPS, how], cwd=ROOT, capture_output=True, text=True,
