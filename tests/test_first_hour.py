@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, TRAIN, command, copy_tracked_files, final_state
+from helpers import ROOT, TRAIN, command, copy_tracked_files, final_state, script_in_process
 from plot import read_log
 
 pytestmark = pytest.mark.slow  # the real commands, in subprocesses
@@ -68,8 +68,11 @@ def test_sample_offline_and_runs_that_do_not_exist(tmp_path):
     (tmp_path / "runs").mkdir()
     sample = ROOT / "sample.py"
     assert_one_line_error(run([sample, "-m", "gpt2"], tmp_path), "could not load 'gpt2'", "offline, pass one of")
-    assert_one_line_error(run([sample, "-m", "log/"], tmp_path), "no such run, checkpoint or model directory: log/")
-    assert_one_line_error(run([sample, "-m", "runs/quickstrat"], tmp_path), "no such run", "runs/quickstrat")
+    # the same script as __main__ in this process (its one-line errors are the same code)
+    assert_one_line_error(script_in_process(sample, ["-m", "log/"], tmp_path, OFFLINE),
+                          "no such run, checkpoint or model directory: log/")
+    assert_one_line_error(script_in_process(sample, ["-m", "runs/quickstrat"], tmp_path, OFFLINE), "no such run",
+                          "runs/quickstrat")
 
 
 def test_torchrun_without_shards_says_it_once_before_anything_else(tmp_path):

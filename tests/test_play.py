@@ -9,7 +9,8 @@ import pytest
 from nbclient import NotebookClient
 
 import plot
-from helpers import ROOT, make_examples, train, write_jsonl
+import sample as sample_py
+from helpers import ROOT, in_process, make_examples, train, write_jsonl
 
 
 pytestmark = pytest.mark.slow  # a training run, subprocesses and a notebook kernel
@@ -70,20 +71,24 @@ def test_plot_command_line(run):
     assert "min train loss" in r.stdout and "max HellaSwag" in r.stdout
 
 
-def sample(*args):
-    r = subprocess.run([sys.executable, str(ROOT / "sample.py"), *map(str, args)], capture_output=True, text=True)
+def sample(*args, own_process=False):
+    """sample.py's output: in a process of its own, or its main in this one."""
+    args = list(map(str, args))
+    if own_process:
+        r = subprocess.run([sys.executable, str(ROOT / "sample.py"), *args], capture_output=True, text=True)
+    else:
+        r = in_process(lambda: sample_py.main(args), ["sample.py", *args])
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
 def test_sample_command_is_reproducible(run):
-    out = sample("-m", run, "--prompt", "KING:", "--num-samples", 3, "--max-new-tokens", 12, "--seed", 1,
-                 "--no-stop-at-eot", "--device", "cpu")
+    seeded = ["-m", run, "--prompt", "KING:", "--num-samples", 3, "--max-new-tokens", 12, "--no-stop-at-eot",
+              "--device", "cpu"]
+    out = sample(*seeded, "--seed", 1, own_process=True)
     assert out.count("--- sample") == 3 and out.count("KING:") >= 3
-    assert out == sample("-m", run, "--prompt", "KING:", "--num-samples", 3, "--max-new-tokens", 12, "--seed", 1,
-                         "--no-stop-at-eot", "--device", "cpu")
-    assert out != sample("-m", run, "--prompt", "KING:", "--num-samples", 3, "--max-new-tokens", 12, "--seed", 2,
-                         "--no-stop-at-eot", "--device", "cpu")
+    assert out == sample(*seeded, "--seed", 1, own_process=True)  # another process, the same samples
+    assert out == sample(*seeded, "--seed", 1) != sample(*seeded, "--seed", 2)
     # greedy: fp32 weights give the trainer's model's own tokens; bf16 weights (half the bytes a token reads) run too
     import train_gpt2
     from gptkit.tokenizer import gpt2_tokenizer
