@@ -114,10 +114,11 @@ def preempted_copy(run, dest, step):
     shutil.copytree(run, dest)
     for path in rundir.checkpoint_paths(str(dest)):
         if int(os.path.basename(path)[5:11]) > step:
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    lines = (dest / "log.txt").read_text().splitlines(keepends=True)
-    later = [i for i, line in enumerate(lines) if line.split()[1] == "train" and int(line.split()[0]) >= step]
-    (dest / "log.txt").write_text("".join(lines[:later[0]] if later else lines))
+            rundir.remove(path)
+    lines = (dest / "log.txt").read_text().splitlines(keepends=True)  # "{step} {kind} {value}"
+    end = next((i for i, line in enumerate(lines) if line.split()[1] == "train" and int(line.split()[0]) >= step),
+               len(lines))
+    (dest / "log.txt").write_text("".join(lines[:end]))
     return dest
 
 
