@@ -82,22 +82,25 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
             "gflops": round(achieved, 1), "fraction_of_peak": round(achieved / peaks[dtype], 3)}
 
 
-# run in a child process inside a checkout (this one or --before's), so that each is timed with its own code
+# run in a child process inside a checkout (this one or --before's), so that each is timed with its own code; one
+# child times every variant (dtype:top_k, top_k 0 greedy), each on a model of its own
 SAMPLING_CHILD = """
 import json, sys, time, torch
 sys.path.insert(0, ".")
 import train_gpt2 as tg
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
-name, batch, new_tokens, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
-top_k = int(sys.argv[5])  # 0: greedy
-torch.manual_seed(0)
-model = tg.GPT(tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(dtype).eval()
-prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
-how = dict(temperature=0) if top_k == 0 else dict(top_k=top_k, generator=torch.Generator().manual_seed(0))
-model.generate(prompts, 4, **how)  # warm-up
-t0 = time.perf_counter()
-tokens = model.generate(prompts, new_tokens, **how)
-print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))
+name, batch, new_tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), {}
+for variant in sys.argv[4:]:
+    dtype, top_k = getattr(torch, variant.split(":")[0]), int(variant.split(":")[1])
+    torch.manual_seed(0)
+    model = tg.GPT(tg.preset(name, vocab_size=GPT2_VOCAB_SIZE)[0]).to(dtype).eval()
+    prompts = torch.randint(0, GPT2_VOCAB_SIZE, (batch, 8)).tolist()
+    how = dict(temperature=0) if top_k == 0 else dict(top_k=top_k, generator=torch.Generator().manual_seed(0))
+    model.generate(prompts, 4, **how)  # warm-up
+    t0 = time.perf_counter()
+    tokens = model.generate(prompts, new_tokens, **how)
+    runs[variant] = {"seconds": time.perf_counter() - t0, "tokens": tokens}
+print(json.dumps(runs))
 """
 
 
@@ -105,14 +108,16 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": tokens}))
 SAMPLING_MODES = {"": 0, "_top_k_50": 50}
 
 
-def sampling_run(checkout, model_name, batch, new_tokens, dtype, top_k):
-    """KV-cache decoding of random prompts (random weights in dtype), greedy or top-k (a seeded generator), by the
-    code in checkout: seconds, tokens."""
-    r = subprocess.run([sys.executable, "-c", SAMPLING_CHILD, model_name, str(batch), str(new_tokens), dtype,
-                        str(top_k)], cwd=checkout, capture_output=True, text=True)
+def sampling_runs(checkout, model_name, batch, new_tokens, variants):
+    """KV-cache decoding of random prompts (random weights in each variant's dtype), greedy or top-k (a seeded
+    generator), by the code in checkout, every (dtype, top_k) variant in one child: {variant: {seconds, tokens}}."""
+    r = subprocess.run([sys.executable, "-c", SAMPLING_CHILD, model_name, str(batch), str(new_tokens),
+                        *(f"{dtype}:{top_k}" for dtype, top_k in variants)], cwd=checkout, capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise SystemExit(f"error: sampling failed in {checkout}:\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.splitlines()[-1])
+    runs = json.loads(r.stdout.splitlines()[-1])
+    return {variant: runs[f"{variant[0]}:{variant[1]}"] for variant in variants}
 
 
 def sampling_figures(runs, model_name, batch, new_tokens, read_limit_gbs, dtype):
@@ -215,21 +220,22 @@ def main():
 
 
 def sampling_side_by_side(checkouts, args, read):
-    """Every checkout's sampling in both dtypes, greedy and top-k 50, --sample-rounds times, alternating; whether
-    fp32 greedy tokens agree."""
-    runs = {(name, dtype, mode): [] for name in checkouts for dtype in DTYPES for mode in SAMPLING_MODES}
+    """Every checkout's sampling in both dtypes, greedy and top-k 50, --sample-rounds times, the checkouts
+    alternating; whether fp32 greedy tokens agree."""
+    variants = [(dtype, top_k) for dtype in DTYPES for top_k in SAMPLING_MODES.values()]
+    runs = {name: [] for name in checkouts}
     for _ in range(args.sample_rounds):
-        for (name, dtype, mode), done in runs.items():
-            done.append(sampling_run(checkouts[name], args.sample_model, args.sample_batch, args.sample_tokens, dtype,
-                                     SAMPLING_MODES[mode]))
+        for name, checkout in checkouts.items():
+            runs[name].append(sampling_runs(checkout, args.sample_model, args.sample_batch, args.sample_tokens,
+                                            variants))
     figures = {"model": args.sample_model, "batch": args.sample_batch, "new_tokens": args.sample_tokens}
     for name in checkouts:
-        figures[name] = {dtype + mode: sampling_figures(runs[name, dtype, mode], args.sample_model, args.sample_batch,
-                                                        args.sample_tokens, read, dtype)
-                         for dtype in DTYPES for mode in SAMPLING_MODES}
+        figures[name] = {dtype + mode: sampling_figures([run[dtype, top_k] for run in runs[name]], args.sample_model,
+                                                        args.sample_batch, args.sample_tokens, read, dtype)
+                         for dtype in DTYPES for mode, top_k in SAMPLING_MODES.items()}
     if args.before:
-        figures["float32_greedy_tokens_as_before"] = (runs[f"before_{args.before}", "float32", ""][0]["tokens"]
-                                                      == runs["now", "float32", ""][0]["tokens"])
+        figures["float32_greedy_tokens_as_before"] = (runs[f"before_{args.before}"][0]["float32", 0]["tokens"]
+                                                      == runs["now"][0]["float32", 0]["tokens"])
     return figures
 
 

@@ -209,6 +209,6 @@ case ${1:-all} in
   prepare) prepare ;;
   all) run_parts "${PARTS[@]}" ;;
   device|train|step|modern|compiled|ladder) run_parts "$1" ;;
-  _device|_train|_step|_modern|_compiled|_ladder) use_carried_wheels; "${1#_}" ;;  # one part, as run_parts calls it
+  _device|_train|_step|_modern|_compiled|_ladder) "${1#_}" ;;  # one part, as run_parts calls it (PYTHONPATH set)
   *) echo "unknown part '$1'; parts: prepare, all (the default), ${PARTS[*]}" >&2; exit 2 ;;
 esac

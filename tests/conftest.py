@@ -3,6 +3,11 @@ import sys
 
 import pytest
 
+# Under pytest-xdist (the README's `-n auto`), one torch thread in each worker and in every process it starts: the
+# workers share the cores instead of fighting over them (an OpenMP thread spins while it waits for its partner).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read when torch is first imported, below
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # helpers
 from helpers import ROOT, SHARED, TINY_SHAKESPEARE  # noqa: E402
 
@@ -12,6 +17,12 @@ sys.path.insert(0, str(ROOT))
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """What `-n auto` means here: one worker more than the cores, since a worker spends part of its time waiting
+    for a process it started (Python and torch starting, torchrun's rendezvous, a signal's delivery)."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_configure(config):

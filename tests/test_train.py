@@ -100,6 +100,22 @@ def test_ddp_matches_one_process_and_resumes_on_one(data, ddp_run, tmp_path):
     assert all(abs(read_log(tmp_path / "moved")["train"][s] - single[s]) < 1e-5 for s in range(3))
 
 
+def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, ddp_run, tmp_path):
+    args = ["--data-dir", data, *SMALL, "--max-steps", "3", "--eval-interval", "3"]
+    port = str(29500 + os.getpid() % 1000)
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                               "--rdzv-id=two-nodes", TRAIN, "--out-dir", str(tmp_path / "two"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    # the same up to float rounding (one process per node runs on more threads than torchrun --standalone's)
+    two, one = read_log(tmp_path / "two"), read_log(ddp_run)  # one node: the fixture's run
+    assert {k: sorted(v) for k, v in two.items()} == {k: sorted(v) for k, v in one.items()}
+    assert all(two[k][s] == pytest.approx(one[k][s], abs=1e-5) for k in ("train", "val") for s in one[k])
+    assert_same_tensors(final_state(tmp_path / "two")["model"], final_state(ddp_run)["model"], atol=1e-5)
+
+
 # two FSDP ranks, the loss in chunks (its weight gradient is made in the forward pass), sharded checkpoints of steps
 # 2 and 4: made once for the tests that load, convert and resume them
 FSDP_RUN = ["--fsdp", "--max-steps", 4, "--eval-interval", 4, "--loss-chunk-size", 40, "--checkpoint-interval", 2]
@@ -134,6 +150,19 @@ def test_fsdp_trains_and_its_sharded_checkpoint_loads_in_one_process(data, fsdp_
                 total += model(*loader.next_batch())[1].item() / 4
     assert total == pytest.approx(ckpt["val_loss"], abs=1e-5)
     assert read_log(fsdp_run)["val"][4] == pytest.approx(total, abs=1e-4)
+
+
+def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, fsdp_run, tmp_path):
+    # the job stopped after its checkpoint of step 2 (2 ranks' shards) moves twice: 1 rank reads those shards and
+    # writes its own of step 3, which 2 ranks read to finish
+    run = preempted_copy(fsdp_run, tmp_path / "moved", step=2)
+    for stop_at, ranks in ((3, 1), (4, 2)):
+        assert (run / f"ckpt_{stop_at - 1:06d}" / "meta.pt").exists()
+        r = train(data, run, *FSDP_RUN, "--resume", "--stop-at", stop_at, nproc=ranks, torchrun=True)
+        assert f"at step {stop_at - 1}" in r.stdout and f"{ranks} ranks x {4 // ranks} accumulation steps" in r.stdout
+    resumed, straight = read_log(run)["train"], read_log(fsdp_run)["train"]
+    assert sorted(resumed) == [0, 1, 2, 3]
+    assert all(resumed[s] == pytest.approx(straight[s], abs=1e-5) for s in range(4)), (resumed, straight)
 
 
 def test_hellaswag_during_ddp_training_matches_the_command_line_on_its_checkpoint(data, tmp_path):
@@ -230,19 +259,6 @@ def test_keep_checkpoints_prunes_the_oldest(data, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_fsdp_resumes_from_its_shards_on_another_number_of_ranks(data, fsdp_run, tmp_path):
-    # the job stopped after its checkpoint of step 2 (2 ranks' shards) moves twice: 1 rank reads those shards and
-    # writes its own of step 3, which 2 ranks read to finish
-    run = preempted_copy(fsdp_run, tmp_path / "moved", step=2)
-    for stop_at, ranks in ((3, 1), (4, 2)):
-        assert (run / f"ckpt_{stop_at - 1:06d}" / "meta.pt").exists()
-        r = train(data, run, *FSDP_RUN, "--resume", "--stop-at", stop_at, nproc=ranks, torchrun=True)
-        assert f"at step {stop_at - 1}" in r.stdout and f"{ranks} ranks x {4 // ranks} accumulation steps" in r.stdout
-    resumed, straight = read_log(run)["train"], read_log(fsdp_run)["train"]
-    assert sorted(resumed) == [0, 1, 2, 3]
-    assert all(resumed[s] == pytest.approx(straight[s], abs=1e-5) for s in range(4)), (resumed, straight)
-
-
 def test_a_sharded_save_killed_halfway_is_never_resumed_from(data, tmp_path):
     args = ["--fsdp", "--max-steps", 50, "--eval-interval", 0, "--checkpoint-interval", 1, "--keep-checkpoints", 50]
     import psutil
@@ -327,19 +343,3 @@ def test_a_second_job_on_a_live_run_directory_is_refused_until_the_first_dies(da
     r = train(data, tmp_path, "--max-steps", 500, "--eval-interval", 0, "--resume", "--stop-at",
               final_state(tmp_path)["step"] + 1)
     assert "resuming from" in r.stdout
-
-
-def test_two_nodes_on_localhost_equal_one_node_with_two_processes(data, ddp_run, tmp_path):
-    args = ["--data-dir", data, *SMALL, "--max-steps", "3", "--eval-interval", "3"]
-    port = str(29500 + os.getpid() % 1000)
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
-                               "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-                               "--rdzv-id=two-nodes", TRAIN, "--out-dir", str(tmp_path / "two"), *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = [node.communicate(timeout=300) for node in nodes]
-    assert all(node.returncode == 0 for node in nodes), outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    # the same up to float rounding (one process per node runs on more threads than torchrun --standalone's)
-    two, one = read_log(tmp_path / "two"), read_log(ddp_run)  # one node: the fixture's run
-    assert {k: sorted(v) for k, v in two.items()} == {k: sorted(v) for k, v in one.items()}
-    assert all(two[k][s] == pytest.approx(one[k][s], abs=1e-5) for k in ("train", "val") for s in one[k])
-    assert_same_tensors(final_state(tmp_path / "two")["model"], final_state(ddp_run)["model"], atol=1e-5)
