@@ -83,13 +83,13 @@ def train_step_figures(model_name, B, T, dtype, steps, peaks):
 
 
 # run in a child process inside a checkout (this one or --before's), so that each is timed with its own code; one
-# child times every variant (dtype:top_k, top_k 0 greedy), each on a model of its own
+# child times every variant (dtype:top_k, top_k 0 greedy), each on a model of its own, and prints them in order
 SAMPLING_CHILD = """
 import json, sys, time, torch
 sys.path.insert(0, ".")
 import train_gpt2 as tg
 from gptkit.tokenizer import GPT2_VOCAB_SIZE
-name, batch, new_tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), {}
+name, batch, new_tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), []
 for variant in sys.argv[4:]:
     dtype, top_k = getattr(torch, variant.split(":")[0]), int(variant.split(":")[1])
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ for variant in sys.argv[4:]:
     model.generate(prompts, 4, **how)  # warm-up
     t0 = time.perf_counter()
     tokens = model.generate(prompts, new_tokens, **how)
-    runs[variant] = {"seconds": time.perf_counter() - t0, "tokens": tokens}
+    runs.append({"seconds": time.perf_counter() - t0, "tokens": tokens})
 print(json.dumps(runs))
 """
 
@@ -116,8 +116,7 @@ def sampling_runs(checkout, model_name, batch, new_tokens, variants):
                        text=True)
     if r.returncode != 0:
         raise SystemExit(f"error: sampling failed in {checkout}:\n{r.stderr[-2000:]}")
-    runs = json.loads(r.stdout.splitlines()[-1])
-    return {variant: runs[f"{variant[0]}:{variant[1]}"] for variant in variants}
+    return dict(zip(variants, json.loads(r.stdout.splitlines()[-1])))
 
 
 def sampling_figures(runs, model_name, batch, new_tokens, read_limit_gbs, dtype):

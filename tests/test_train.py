@@ -17,7 +17,7 @@ from helpers import (ROOT, SMALL, TRAIN, assert_same_tensors, command, final_sta
                      train, write_jsonl)
 from plot import read_log
 
-pytestmark = pytest.mark.slow  # every test here runs the trainer (torchrun, signals and compiling in processes of their own)
+pytestmark = pytest.mark.slow  # the trainer in every test (torchrun, signals, compiling in processes of their own)
 
 
 def test_loss_falls_on_tiny_shakespeare(data, tmp_path):
